@@ -1,0 +1,32 @@
+"""Build the Flask app around one per-process ``Gateway``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from .config import Settings, load_settings, parse_settings, resolve_config_path
+from .http import register_http
+from .http.context import EXTENSION_KEY
+from .runtime import Gateway
+
+
+def _settings(config: Settings | Mapping[str, Any] | str | None) -> Settings:
+    if isinstance(config, Settings):
+        return config
+    if config is None or isinstance(config, str):
+        return load_settings(config)
+    _, state_dir = resolve_config_path(None)
+    return parse_settings(dict(config), dict(os.environ), state_dir)
+
+
+def build_app(config: Settings | Mapping[str, Any] | str | None = None) -> Flask:
+    settings = _settings(config)
+    app = Flask("openclaw_gateway")
+    runtime = Gateway(settings)
+    app.extensions[EXTENSION_KEY] = runtime
+    register_http(app, settings.gateway.http.chat_completions.enabled)
+    return app

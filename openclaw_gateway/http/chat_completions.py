@@ -1,0 +1,185 @@
+"""``POST /v1/chat/completions``: parse, route, run the agent, shape JSON or SSE (SPEC 3)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+from flask import Blueprint, Response, request
+from gevent.queue import Empty, Queue
+
+from ..agent.errors import GatewayError, RunCancelled
+from ..agent.types import AgentEvent, AgentRunRequest, AgentRunResult, CancelToken
+from ..runtime import Gateway
+from .context import gateway
+from .disconnect import watch_disconnect
+from .errors import JSON_TYPE
+from .protocol import ChatRequest, parse_chat_request, parse_json, read_body
+from .sse import DONE, PING, STREAM_HEADERS, ChunkFramer, compact_json, error_frame
+
+log = logging.getLogger("openclaw_gateway.http")
+
+bp = Blueprint("chat_completions", __name__)
+
+_FINISHED = object()  # queue sentinel: the client left, stop streaming
+
+
+def _run_request(runtime: Gateway, chat: ChatRequest) -> AgentRunRequest:
+    headers = request.headers
+    settings = runtime.settings.gateway.http
+    conversation = next((headers[h] for h in settings.session_headers if headers.get(h)), None)
+    task = any(h in headers for h in settings.task_headers)
+    route = runtime.route(
+        agent_id=headers.get("x-openclaw-agent-id"),
+        model=chat.model,
+        session_key=headers.get("x-openclaw-session-key"),
+        conversation_id=conversation,
+        user=chat.user,
+        task=task,
+        model_override=headers.get("x-openclaw-model"),
+    )
+    return AgentRunRequest(
+        agent=route.agent,
+        session_key=route.session_key,
+        stateless=route.stateless,
+        messages=chat.messages,
+        run_id=uuid.uuid4().hex,
+        extra_system_prompt=chat.extra_system_prompt,
+        tools=chat.tools,
+        tool_choice=chat.tool_choice,
+        options=chat.options,
+        model_override=route.model_override,
+    )
+
+
+@bp.route("/v1/chat/completions", methods=["POST"], provide_automatic_options=False)
+def chat_completions() -> Response:
+    runtime = gateway()
+    settings = runtime.settings.gateway.http.chat_completions
+    body = parse_json(read_body(request.environ, settings.max_body_bytes))
+    chat = parse_chat_request(body, settings)
+    run = _run_request(runtime, chat)
+    model = chat.model if chat.model is not None else "openclaw"
+    completion_id = f"chatcmpl_{uuid.uuid4()}"
+    created = int(time.time())
+    if chat.stream:
+        framer = ChunkFramer(completion_id, created, model)
+        stream = _stream(runtime, run, framer, chat.include_usage, settings.keepalive_seconds)
+        return Response(stream, status=200, headers=STREAM_HEADERS)
+    result = _run_until_disconnect(runtime, run)
+    return Response(_completion_body(result, completion_id, created, model), content_type=JSON_TYPE)
+
+
+def _run_until_disconnect(runtime: Gateway, run: AgentRunRequest) -> AgentRunResult:
+    cancel = CancelToken()
+    watcher = watch_disconnect(request.environ, cancel.set)
+    try:
+        return runtime.run_agent(run, cancel=cancel)
+    finally:
+        if watcher is not None:
+            watcher.kill(block=False)
+
+
+def _completion_body(result: AgentRunResult, completion_id: str, created: int, model: str) -> str:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if result.tool_calls:
+        message["content"] = result.text or None
+        message["tool_calls"] = [call.to_openai() for call in result.tool_calls]
+    return compact_json(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason}],
+            "usage": result.usage.to_openai(),
+        }
+    )
+
+
+def _stream(
+    runtime: Gateway,
+    run: AgentRunRequest,
+    framer: ChunkFramer,
+    include_usage: bool,
+    keepalive: float,
+) -> Iterator[bytes]:
+    """Run the agent in a greenlet and turn its events into SSE frames as they come."""
+    events: Queue[Any] = Queue()
+    cancel = CancelToken()
+    environ = request.environ
+
+    def runner() -> None:
+        try:
+            events.put(runtime.run_agent(run, emit=events.put, cancel=cancel))
+        except RunCancelled:
+            events.put(_FINISHED)
+        except GatewayError as exc:
+            events.put(exc)
+        except Exception:
+            log.exception("run %s failed", run.run_id)
+            events.put(GatewayError())
+
+    def generate() -> Iterator[bytes]:
+        def client_left() -> None:
+            cancel.set()
+            events.put(_FINISHED)
+
+        gevent.spawn(runner)
+        watcher = watch_disconnect(environ, client_left)
+        try:
+            yield framer.choice({"role": "assistant"})
+            while True:
+                try:
+                    item = events.get(timeout=keepalive or None)
+                except Empty:
+                    yield PING
+                    continue
+                if isinstance(item, AgentEvent):
+                    frame = _event_frame(framer, item)
+                    if frame:
+                        yield frame
+                elif isinstance(item, AgentRunResult):
+                    yield framer.choice({}, item.finish_reason)
+                    if include_usage:
+                        yield framer.usage(item.usage.to_openai())
+                    yield DONE
+                    return
+                elif isinstance(item, GatewayError):
+                    yield error_frame(item)
+                    yield DONE
+                    return
+                else:
+                    return
+        finally:
+            # A client that left (GeneratorExit) or a finished run: stop the run either way.
+            cancel.set()
+            if watcher is not None:
+                watcher.kill(block=False)
+
+    return generate()
+
+
+def _event_frame(framer: ChunkFramer, event: AgentEvent) -> bytes | None:
+    if event.stream == "assistant":
+        return framer.content(event.data["delta"])
+    if event.stream == "tool_call":
+        data = event.data
+        fragment = b""
+        if data["arguments"]:
+            delta = {"index": data["index"], "function": {"arguments": data["arguments"]}}
+            fragment = framer.choice({"tool_calls": [delta]})
+        if data["name"] is None:
+            return fragment or None
+        head = {
+            "index": data["index"],
+            "id": data["id"] or f"call_{data['index']}",
+            "type": "function",
+            "function": {"name": data["name"], "arguments": ""},
+        }
+        return framer.choice({"tool_calls": [head]}) + fragment
+    return None

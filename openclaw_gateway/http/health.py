@@ -1,0 +1,40 @@
+"""Liveness and readiness probes (SPEC 6): no auth; liveness does no I/O."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response
+
+from .context import gateway
+from .errors import JSON_TYPE
+from .hooks import public
+
+bp = Blueprint("health", __name__)
+
+_LIVE = json.dumps({"ok": True, "status": "live"}).encode()
+
+
+def _json(status: int, body: bytes) -> Response:
+    response = Response(body, status=status, content_type=JSON_TYPE)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/health", methods=["GET", "HEAD"], provide_automatic_options=False)
+@bp.route("/healthz", methods=["GET", "HEAD"], provide_automatic_options=False)
+@public
+def live() -> Response:
+    return _json(200, _LIVE)
+
+
+@bp.route("/ready", methods=["GET", "HEAD"], provide_automatic_options=False)
+@bp.route("/readyz", methods=["GET", "HEAD"], provide_automatic_options=False)
+@public
+def ready() -> Response:
+    failing = gateway().ready()
+    if failing:
+        return _json(503, json.dumps({"ready": False, "failing": failing}).encode())
+    runtime = gateway()
+    body = {"ready": True, "activeRuns": runtime.active_runs, "instance": runtime.instance_id}
+    return _json(200, json.dumps(body).encode())

@@ -1,0 +1,53 @@
+"""Per-request checks in SPEC order (path, method, auth) and the headers every response carries."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, g, request
+
+from ..security.auth import bearer_secret
+from .context import gateway
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+F = TypeVar("F", bound=Callable[..., Any])
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def public(view: F) -> F:
+    """Mark a view as answering without auth."""
+    view.openclaw_public = True  # type: ignore[attr-defined]
+    return view
+
+
+def _before_request() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    if request.routing_exception is not None:
+        return  # 404/405 come before auth
+    runtime = gateway()
+    g.client_ip = runtime.client_ips.resolve(request.remote_addr or "", request.headers)
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "openclaw_public", False):
+        return
+    runtime.guard.verify(g.client_ip, bearer_secret(request.headers.get("Authorization")))
+
+
+def _after_request(response: Response) -> Response:
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers[name] = value
+    headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    return response
+
+
+def register_hooks(app: Flask) -> None:
+    app.before_request(_before_request)
+    app.after_request(_after_request)

@@ -1,0 +1,78 @@
+"""What every HTTP provider shares: the process's connection pool, body reading, cancellation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import gevent
+import urllib3
+
+from ..agent.errors import RunCancelled
+from ..agent.types import CancelToken
+
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
+    """One pool per process: non-blocking (a burst opens extra connections), retries off."""
+    return urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
+
+
+def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """Yield the body as it arrives (``stream()`` would wait for a full buffer on plain bodies)."""
+    if response.chunked and response.supports_chunked_reads():  # type: ignore[attr-defined]
+        yield from response.read_chunked(decode_content=True)  # type: ignore[attr-defined]
+        return
+    while True:
+        data = response.read1(65536)
+        if not data:
+            return
+        yield data
+
+
+def read_error_message(response: urllib3.BaseHTTPResponse, *, secret: str) -> str:
+    """The upstream's error message, short, with the provider key redacted."""
+    try:
+        raw = response.read(ERROR_BODY_LIMIT)
+    except Exception:  # noqa: BLE001 - the status already says enough
+        return ""
+    try:
+        body = json.loads(raw)
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+        text = str(message or "")
+    except ValueError:
+        text = ""
+    if secret:
+        text = text.replace(secret, "***")
+    return text[:300]
+
+
+@contextmanager
+def interrupt_on_cancel(cancel: CancelToken) -> Iterator[None]:
+    """While the block runs, a cancel raises ``RunCancelled`` in it, even inside a blocked read.
+
+    The upstream connection then closes at once (urllib3 discards a connection whose request
+    raised), so the upstream sees the client's disconnect instead of finishing a dead run.
+    """
+    run = gevent.getcurrent()
+    active = True
+
+    def throw() -> None:
+        if active and not run.dead:
+            run.throw(RunCancelled())
+
+    def on_cancel() -> None:
+        if gevent.getcurrent() is not run:
+            gevent.get_hub().loop.run_callback(throw)
+
+    forget = cancel.on_cancel(on_cancel)
+    try:
+        if cancel.is_set():
+            raise RunCancelled()
+        yield
+    finally:
+        active = False
+        forget()

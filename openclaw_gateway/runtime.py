@@ -1,0 +1,83 @@
+"""The per-process ``Gateway``: config, providers, session store and auth, built once."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from .agent.errors import Unavailable
+from .agent.run import run_agent
+from .agent.types import AgentRunRequest, AgentRunResult, CancelToken, Emit, SessionStore
+from .config import Settings
+from .providers import build_providers
+from .providers.transport import new_pool
+from .routing import Route, route
+from .security.auth import Guard
+from .security.client_ip import ClientIpResolver
+from .security.limiter import FailureLimiter, MemoryFailureLimiter
+from .sessions import open_store
+
+log = logging.getLogger("openclaw_gateway")
+
+
+class Gateway:
+    """Owns everything a surface needs; surfaces call ``gateway.run_agent(request, ...)``."""
+
+    def __init__(self, settings: Settings, *, store: SessionStore | None = None) -> None:
+        self.settings = settings
+        self.pool = new_pool()
+        self.providers = build_providers(settings, self.pool)
+        self.store = store or open_store(settings.session)
+        self.limiter: FailureLimiter = MemoryFailureLimiter(settings.gateway.auth.rate_limit)
+        self.guard = Guard(settings.gateway.auth, self.limiter)
+        self.client_ips = ClientIpResolver(
+            settings.gateway.trusted_proxies, settings.gateway.allow_real_ip_fallback
+        )
+        self.started_at = time.time()
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.draining = False
+        self.active_runs = 0
+
+    def route(self, **kwargs: Any) -> Route:
+        return route(self.settings, **kwargs)
+
+    def run_agent(
+        self,
+        request: AgentRunRequest,
+        *,
+        emit: Emit | None = None,
+        cancel: CancelToken | None = None,
+    ) -> AgentRunResult:
+        """Run one agent turn with this process's providers and store."""
+        if self.draining:
+            raise Unavailable()
+        self.active_runs += 1
+        try:
+            return run_agent(
+                request,
+                providers=self.providers,
+                store=self.store,
+                emit=emit,
+                cancel=cancel,
+                lock_wait_seconds=self.settings.session.lock_wait_ms / 1000,
+                max_turns=self.settings.session.max_turns,
+            )
+        finally:
+            self.active_runs -= 1
+
+    def ready(self) -> list[str]:
+        """Names of failing dependencies (empty when ready)."""
+        failing = []
+        if self.draining:
+            failing.append("draining")
+        try:
+            self.store.ping()
+        except Exception:  # noqa: BLE001 - any store failure means not ready
+            failing.append("sessions")
+        return failing
+
+    def close(self) -> None:
+        self.store.close()
+        self.pool.clear()

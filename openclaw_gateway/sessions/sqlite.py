@@ -1,0 +1,186 @@
+"""Transcripts and session leases in one embedded SQLite file (WAL), shared by a host's workers.
+
+Leases are rows (owner token + expiry) taken and released in short ``BEGIN IMMEDIATE``
+transactions and polled with backoff while waiting: no transaction is ever held across a run,
+since that would stall every session on the host and sqlite3 calls block the gevent hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..agent.errors import SessionBusy
+from ..agent.types import SessionInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    message_count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (key, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class SqliteSessionStore:
+    """The default store. One connection per process, used under a lock (calls are short)."""
+
+    def __init__(self, path: str, *, lease_ttl_seconds: float = 30.0) -> None:
+        self.path = path
+        self.lease_ttl = lease_ttl_seconds
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            db = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db, self._pid = db, os.getpid()
+        return self._db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._connect().execute(sql, args).fetchall()
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _try_take(self, key: str, owner: str) -> bool:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT expires_at FROM leases WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO leases (key, owner, expires_at) VALUES (?, ?, ?)",
+                (key, owner, now + self.lease_ttl),
+            )
+            return True
+
+    def _extend(self, key: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
+                (time.time() + self.lease_ttl, key, owner),
+            )
+
+    def _release(self, key: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    @contextmanager
+    def lease(self, session_key: str, wait_seconds: float) -> Iterator[None]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.002
+        while not self._try_take(session_key, owner):
+            if time.monotonic() >= deadline:
+                raise SessionBusy(retry_after=1)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
+        stop = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(session_key, owner, stop), daemon=True
+        )
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            self._release(session_key, owner)
+
+    def _heartbeat(self, key: str, owner: str, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_ttl / 3):
+            try:
+                self._extend(key, owner)
+            except sqlite3.Error:
+                pass  # the next beat tries again; the lease outlives one missed beat
+
+    # -- transcripts ----------------------------------------------------------------------
+
+    def load(self, session_key: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT data FROM entries WHERE key = ? ORDER BY seq", (session_key,))
+        return [json.loads(row[0]) for row in rows]
+
+    def append(self, session_key: str, agent_id: str, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT message_count FROM sessions WHERE key = ?", (session_key,)
+            ).fetchone()
+            start = row[0] if row else 0
+            db.executemany(
+                "INSERT INTO entries (key, seq, data) VALUES (?, ?, ?)",
+                [
+                    (session_key, start + i, json.dumps(entry, separators=(",", ":")))
+                    for i, entry in enumerate(entries)
+                ],
+            )
+            db.execute(
+                "INSERT INTO sessions (key, agent_id, updated_at, message_count) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at,"
+                " message_count = excluded.message_count",
+                (session_key, agent_id, int(time.time() * 1000), start + len(entries)),
+            )
+
+    def list_sessions(self, limit: int = 1000) -> list[SessionInfo]:
+        rows = self._query(
+            "SELECT key, agent_id, updated_at, message_count FROM sessions"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [SessionInfo(*row) for row in rows]
+
+    def delete(self, session_key: str) -> bool:
+        with self._transaction() as db:
+            db.execute("DELETE FROM entries WHERE key = ?", (session_key,))
+            deleted = db.execute("DELETE FROM sessions WHERE key = ?", (session_key,)).rowcount
+        return deleted > 0
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
