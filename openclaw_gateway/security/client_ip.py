@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any
 
-
-
-class HeaderLookup(Protocol):
-    def get(self, key: str, default: str = ..., /) -> str: ...
+# Any mapping-like headers object with ``get(name, default)`` (Werkzeug's, or a dict).
+HeaderLookup = Any
 
 
 def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
