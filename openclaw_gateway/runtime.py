@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .agent.errors import Unavailable
@@ -39,6 +40,22 @@ class Gateway:
         self.instance_id = uuid.uuid4().hex[:12]
         self.draining = False
         self.active_runs = 0
+        self._drain_listeners: list[Callable[[], None]] = []
+
+    def add_drain_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the process starts draining (SIGTERM): surfaces say goodbye."""
+        self._drain_listeners.append(listener)
+
+    def start_drain(self) -> None:
+        """Refuse new runs from now on (readiness 503) and tell every surface."""
+        if self.draining:
+            return
+        self.draining = True
+        for listener in list(self._drain_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("drain listener failed")
 
     def route(self, **kwargs: Any) -> Route:
         return route(self.settings, **kwargs)
