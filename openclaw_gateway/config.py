@@ -325,8 +325,10 @@ def is_loopback_host(host: str) -> bool:
 
 def _read_auth(gw: _Section, env: Mapping[str, str], host: str, notices: list[str]) -> AuthSettings:
     auth = gw.section("auth")
-    token = env.get("OPENCLAW_GATEWAY_TOKEN") or auth.string("token")
-    password = env.get("OPENCLAW_GATEWAY_PASSWORD") or auth.string("password")
+    # Read the file's values first (so they never count as ignored keys); the env wins.
+    file_token, file_password = auth.string("token"), auth.string("password")
+    token = env.get("OPENCLAW_GATEWAY_TOKEN") or file_token
+    password = env.get("OPENCLAW_GATEWAY_PASSWORD") or file_password
     mode = auth.string("mode")
     if mode and mode not in ("none", "token", "password"):
         raise ConfigError("gateway.auth.mode: expected one of none, token, password")
@@ -402,7 +404,8 @@ def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) ->
         if not env_port.isdigit() or not 0 < int(env_port) < 65536:
             raise ConfigError(f"PORT: expected a port number, received {env_port!r}")
         port = int(env_port)
-    bind = env.get("OPENCLAW_GATEWAY_BIND") or gw.string("bind")
+    file_bind = gw.string("bind")
+    bind = env.get("OPENCLAW_GATEWAY_BIND") or file_bind
     if not bind:
         # A PaaS sets $PORT and routes from outside the container.
         bind = "lan" if env.get("PORT") and not env.get("OPENCLAW_GATEWAY_PORT") else "loopback"
@@ -606,9 +609,8 @@ def _read_agents(
 
 def _read_session(root: _Section, env: Mapping[str, str], state_dir: str) -> SessionSettings:
     s = root.section("session")
-    store = (
-        env.get("OPENCLAW_SESSION_STORE") or s.string("store") or env.get("REDIS_URL") or "sqlite"
-    )
+    file_store = s.string("store")
+    store = env.get("OPENCLAW_SESSION_STORE") or file_store or env.get("REDIS_URL") or "sqlite"
     if store != "sqlite" and not store.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError('session.store: expected "sqlite" or a redis:// URL')
     settings = SessionSettings(
