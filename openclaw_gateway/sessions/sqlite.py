@@ -85,6 +85,10 @@ class SqliteSessionStore:
 
     def _try_take(self, key: str, owner: str) -> bool:
         now = time.time()
+        # A plain read first: waiters poll without taking the database's write lock.
+        held = self._query("SELECT expires_at FROM leases WHERE key = ?", (key,))
+        if held and held[0][0] > now:
+            return False
         with self._transaction() as db:
             row = db.execute("SELECT expires_at FROM leases WHERE key = ?", (key,)).fetchone()
             if row is not None and row[0] > now:
