@@ -327,8 +327,9 @@ def test_auth_lockout_on_one_host_applies_on_the_other(redis_deployment, http):
     )
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_run_that_cannot_take_the_lease_in_time_gets_409_with_retry_after(
-    redis_deployment, upstream
+    redis_deployment, upstream, stream
 ):
     key, marker = unique("busy"), unique("holder")
     second = redis_deployment.secondary
@@ -343,7 +344,7 @@ def test_run_that_cannot_take_the_lease_in_time_gets_409_with_retry_after(
         client = second.client(default_headers={"x-openclaw-session-key": key})
         with pytest.raises(openai.ConflictError) as busy:
             client.chat.completions.create(
-                model="openclaw", messages=[{"role": "user", "content": "me too"}]
+                model="openclaw", stream=stream, messages=[{"role": "user", "content": "me too"}]
             )
     finally:
         holder.close()  # the client leaves: the first run is cancelled and stores nothing
