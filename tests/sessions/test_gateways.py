@@ -222,6 +222,38 @@ def test_worker_killed_mid_run_keeps_earlier_turns_and_its_lease_expires(deploym
     ]
 
 
+def test_failed_run_appends_nothing(deployment, upstream):
+    key = unique("failed")
+    headers = {"x-openclaw-session-key": key}
+    chat(deployment.primary, "kept", **headers)
+    with pytest.raises(openai.InternalServerError):
+        chat(deployment.primary, "[[upstream:error status=500]]", **headers)
+    assert turns(deployment.store, key) == [("user", "kept"), ("assistant", "You said: kept")]
+
+
+def test_run_cancelled_mid_stream_appends_nothing(deployment, upstream):
+    key = unique("cancelled")
+    headers = {"x-openclaw-session-key": key}
+    chat(deployment.primary, "kept", **headers)
+    client = deployment.primary.client(default_headers=headers)
+    stream = client.chat.completions.create(
+        model="openclaw",
+        stream=True,
+        messages=[{"role": "user", "content": "[[upstream:stall_after_first_chunk seconds=30]]"}],
+    )
+    assert any(chunk.choices and chunk.choices[0].delta.content for chunk in stream)
+    stream.close()  # the client leaves with the reply half streamed
+    upstream.wait_for(lambda u: u.disconnects_during_response >= 1)
+    # The next turn takes the lease only once the cancelled run has let it go.
+    assert chat(deployment.primary, "after", **headers) == "You said: after"
+    assert turns(deployment.store, key) == [
+        ("user", "kept"),
+        ("assistant", "You said: kept"),
+        ("user", "after"),
+        ("assistant", "You said: after"),
+    ]
+
+
 def test_upstream_gets_the_newest_max_turns_while_the_transcript_stays_whole(deployment, upstream):
     user = unique("long")
     for text in ("one", "two", "three"):
@@ -273,9 +305,10 @@ def test_cli_lists_shows_and_deletes_sessions(deployment, upstream):
     assert deleted.returncode == 0, deleted.stderr
     assert deployment.store.load(key) == []
     assert key not in [info.key for info in deployment.store.list_sessions()]
-    again = cli("delete", key)
-    assert again.returncode == 1
-    assert f"no session {key}" in again.stderr
+    for action in ("delete", "show"):
+        again = cli(action, key)
+        assert again.returncode == 1
+        assert f"no session {key}" in again.stderr
 
 
 # --------------------------------------------------------------------------------- Redis only
