@@ -360,6 +360,22 @@ def test_auth_lockout_on_one_host_applies_on_the_other(redis_deployment, http):
     )
 
 
+def test_auth_success_on_one_host_resets_the_failures_counted_on_the_other(
+    redis_deployment, http
+):
+    first, second = redis_deployment.primary, redis_deployment.secondary
+    assert second is not None
+    client_ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}, 203.0.113.{uuid.uuid4().int % 250 + 1}"
+
+    def models(gateway: GatewayProcess, token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": client_ip}
+        return http.request("GET", gateway.url + "/v1/models", headers=headers).status
+
+    assert [models(first, "wrong"), models(first, "wrong")] == [401, 401]
+    assert models(second, TOKEN) == 200
+    assert [models(first, "wrong"), models(first, "wrong")] == [401, 401]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_run_that_cannot_take_the_lease_in_time_gets_409_with_retry_after(
     redis_deployment, upstream, stream
