@@ -197,6 +197,26 @@ def test_fifty_concurrent_turns_of_one_session_land_once_in_order_one_at_a_time(
     assert upstream.max_concurrent[tag] == 1
 
 
+def test_run_longer_than_the_lease_ttl_keeps_its_lease_until_it_ends(deployment, upstream):
+    key, tag = unique("long"), unique("tag")
+    headers = {"x-openclaw-session-key": key}
+    # About 3 s of streaming, longer than lockTtlMs: only the heartbeat keeps the lease.
+    slow = f"[[tag:{tag}]] [[upstream:slow interval=0.4 chunks=8 text=a_slow_reply]]"
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(chat, deployment.primary, slow, **headers)
+        wait_until(lambda: in_flight(upstream, tag), what="the slow run to start")
+        second = chat(deployment.primary, f"[[tag:{tag}]] next", **headers)
+        assert first.result() == "a_slow_reply"
+    assert second == f"You said: [[tag:{tag}]] next"
+    assert upstream.max_concurrent[tag] == 1
+    assert [text for _, text in turns(deployment.store, key)] == [
+        slow,
+        "a_slow_reply",
+        f"[[tag:{tag}]] next",
+        f"You said: [[tag:{tag}]] next",
+    ]
+
+
 def test_worker_killed_mid_run_keeps_earlier_turns_and_its_lease_expires(deployment, upstream):
     key = unique("crash")
     headers = {"x-openclaw-session-key": key}
@@ -360,9 +380,7 @@ def test_auth_lockout_on_one_host_applies_on_the_other(redis_deployment, http):
     )
 
 
-def test_auth_success_on_one_host_resets_the_failures_counted_on_the_other(
-    redis_deployment, http
-):
+def test_auth_success_on_one_host_resets_the_failures_counted_on_the_other(redis_deployment, http):
     first, second = redis_deployment.primary, redis_deployment.secondary
     assert second is not None
     client_ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}, 203.0.113.{uuid.uuid4().int % 250 + 1}"
