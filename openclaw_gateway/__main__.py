@@ -59,6 +59,7 @@ def _agent(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sessions(settings: Settings, args: argparse.Namespace) -> int:
+    from .agent.errors import GatewayError
     from .sessions import open_store
 
     store = open_store(settings.session)
@@ -67,12 +68,19 @@ def _sessions(settings: Settings, args: argparse.Namespace) -> int:
             for info in store.list_sessions():
                 print(f"{info.key}\t{info.agent_id}\t{info.message_count}\t{info.updated_at}")
         elif args.action == "show":
-            for entry in store.load(args.key):
+            entries = store.load(args.key)
+            if not entries:
+                print(f"no session {args.key}", file=sys.stderr)
+                return 1
+            for entry in entries:
                 print(json.dumps(entry, ensure_ascii=False))
         elif args.action == "delete":
             if not store.delete(args.key):
                 print(f"no session {args.key}", file=sys.stderr)
                 return 1
+    except GatewayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     return 0

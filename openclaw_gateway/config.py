@@ -133,6 +133,8 @@ class SessionSettings:
     lock_wait_ms: int = 30_000
     lock_ttl_ms: int = 30_000
     max_turns: int = 200
+    # Redis only: every key this gateway writes starts with it (several gateways, one Redis).
+    key_prefix: str = "openclaw:"
 
 
 @dataclass(frozen=True)
@@ -620,6 +622,7 @@ def _read_session(root: _Section, env: Mapping[str, str], state_dir: str) -> Ses
         lock_wait_ms=s.number("lockWaitMs", 30_000, 0, 3_600_000, integer=True),
         lock_ttl_ms=s.number("lockTtlMs", 30_000, 1000, 3_600_000, integer=True),
         max_turns=s.number("maxTurns", 200, 1, 1_000_000, integer=True),
+        key_prefix=s.string("keyPrefix", SessionSettings.key_prefix),
     )
     s.finish()
     return settings

@@ -17,7 +17,7 @@ from .providers.transport import new_pool
 from .routing import Route, route
 from .security.auth import Guard
 from .security.client_ip import ClientIpResolver
-from .security.limiter import FailureLimiter, MemoryFailureLimiter
+from .security.limiter import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from .sessions import open_store
 
 log = logging.getLogger("openclaw_gateway")
@@ -31,7 +31,7 @@ class Gateway:
         self.pool = new_pool()
         self.providers = build_providers(settings, self.pool)
         self.store = store or open_store(settings.session)
-        self.limiter: FailureLimiter = MemoryFailureLimiter(settings.gateway.auth.rate_limit)
+        self.limiter = _failure_limiter(settings)
         self.guard = Guard(settings.gateway.auth, self.limiter)
         self.client_ips = ClientIpResolver(
             settings.gateway.trusted_proxies, settings.gateway.allow_real_ip_fallback
@@ -98,3 +98,15 @@ class Gateway:
     def close(self) -> None:
         self.store.close()
         self.pool.clear()
+
+
+def _failure_limiter(settings: Settings) -> FailureLimiter:
+    """In Redis when sessions are (so a lockout holds on every worker and host), else in memory."""
+    rate_limit = settings.gateway.auth.rate_limit
+    if settings.session.store == "sqlite":
+        return MemoryFailureLimiter(rate_limit)
+    from .sessions.redis import open_client
+
+    return RedisFailureLimiter(
+        open_client(settings.session.store), rate_limit, settings.session.key_prefix
+    )

@@ -70,7 +70,11 @@ def chat_completions() -> Response:
         framer = ChunkFramer(completion_id, created, model)
         stream = _stream(runtime, run, framer, chat.include_usage, settings.keepalive_seconds)
         return Response(stream, status=200, headers=STREAM_HEADERS)
-    result = _run_until_disconnect(runtime, run)
+    try:
+        result = _run_until_disconnect(runtime, run)
+    except RunCancelled:
+        # The client left: nobody reads this, and nginx's 499 names it in the access log.
+        return Response(status=499)
     return Response(_completion_body(result, completion_id, created, model), content_type=JSON_TYPE)
 
 
@@ -108,7 +112,12 @@ def _stream(
     include_usage: bool,
     keepalive: float,
 ) -> Iterator[bytes]:
-    """Run the agent in a greenlet and turn its events into SSE frames as they come."""
+    """Run the agent in a greenlet and turn its events into SSE frames as they come.
+
+    The headers wait until the run has its session lease (its ``lifecycle`` start): a session
+    that stays busy for ``lockWaitMs`` is a plain 409 with ``Retry-After``, as for JSON, rather
+    than a 200 whose stream holds an error.
+    """
     events: Queue[Any] = Queue()
     cancel = CancelToken()
     environ = request.environ
@@ -124,22 +133,27 @@ def _stream(
             log.exception("run %s failed", run.run_id)
             events.put(GatewayError())
 
-    def generate() -> Iterator[bytes]:
-        def client_left() -> None:
-            cancel.set()
-            events.put(_FINISHED)
+    def client_left() -> None:
+        cancel.set()
+        events.put(_FINISHED)
 
-        gevent.spawn(runner)
-        watcher = watch_disconnect(environ, client_left)
+    gevent.spawn(runner)
+    watcher = watch_disconnect(environ, client_left)
+    first = events.get()
+    if isinstance(first, GatewayError) or first is _FINISHED:
+        if watcher is not None:
+            watcher.kill(block=False)
+        if isinstance(first, GatewayError):
+            raise first
+        return iter(())
+
+    def generate() -> Iterator[bytes]:
         try:
             yield framer.choice({"role": "assistant"})
-            while True:
-                try:
-                    item = events.get(timeout=keepalive or None)
-                except Empty:
+            for item in _queued(first, events, keepalive):
+                if item is None:
                     yield PING
-                    continue
-                if isinstance(item, AgentEvent):
+                elif isinstance(item, AgentEvent):
                     frame = _event_frame(framer, item)
                     if frame:
                         yield frame
@@ -162,6 +176,16 @@ def _stream(
                 watcher.kill(block=False)
 
     return generate()
+
+
+def _queued(first: Any, events: Queue[Any], keepalive: float) -> Iterator[Any]:
+    """``first``, then the run's queued items, with ``None`` for each keepalive interval of silence."""
+    yield first
+    while True:
+        try:
+            yield events.get(timeout=keepalive or None)
+        except Empty:
+            yield None
 
 
 def _event_frame(framer: ChunkFramer, event: AgentEvent) -> bytes | None:

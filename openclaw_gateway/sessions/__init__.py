@@ -15,4 +15,4 @@ def open_store(settings: SessionSettings) -> SessionStore:
         return SqliteSessionStore(settings.sqlite_path, lease_ttl_seconds=ttl)
     from .redis import RedisSessionStore
 
-    return RedisSessionStore(settings.store, lease_ttl_seconds=ttl)
+    return RedisSessionStore(settings.store, lease_ttl_seconds=ttl, key_prefix=settings.key_prefix)
