@@ -17,7 +17,8 @@ started), the WebSocket surface as a ``res`` error.
     └── UpstreamError                 502 api_error            code=upstream_error
         ├── UpstreamUnreachable       502 api_error            code=upstream_unreachable
         ├── UpstreamRateLimited       429 rate_limit_exceeded  code=upstream_rate_limited
-        └── UpstreamTimeout           504 api_error            code=upstream_timeout
+        ├── UpstreamTimeout           504 api_error            code=upstream_timeout
+        └── ToolRoundLimit            502 api_error            code=tool_round_limit
 
 ``RunCancelled`` is not an error a client sees: the client went away.
 """
@@ -133,6 +134,13 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     message = "The model provider timed out."
+
+
+class ToolRoundLimit(UpstreamError):
+    """The model kept calling agent tools past the agent's ``maxToolRounds``."""
+
+    code = "tool_round_limit"
+    message = "The model kept calling tools past the agent's tool round limit."
 
 
 class RunCancelled(Exception):
