@@ -84,13 +84,16 @@ def post(
     gateway: GatewayProcess, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> urllib3.BaseHTTPResponse:
     http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
-    return http.request(
-        "POST",
-        gateway.url + "/v1/chat/completions",
-        body=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-        | (headers or {}),
-    )
+    try:
+        return http.request(
+            "POST",
+            gateway.url + "/v1/chat/completions",
+            body=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+            | (headers or {}),
+        )
+    finally:
+        http.clear()
 
 
 def sse_payloads(response: urllib3.BaseHTTPResponse) -> list[Any]:

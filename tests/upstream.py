@@ -761,7 +761,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- Anthropic Messages (POST /v1/messages): same behaviours, queue and directives
     def _anthropic(self, body: dict[str, Any] | None, headers: dict[str, str]) -> None:
-        if body is None:
+        if body is None or not isinstance(body.get("messages"), list):
             self._send_json(
                 400,
                 {

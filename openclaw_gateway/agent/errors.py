@@ -116,11 +116,15 @@ class UpstreamError(GatewayError):
     type = "api_error"
     code = "upstream_error"
     message = "The model provider returned an error."
+    # A transient failure (connect error, timeout, 429, upstream 5xx, dropped connection): the
+    # next model of the agent's chain may be tried, if nothing reached the client yet.
+    retryable = False
 
 
 class UpstreamUnreachable(UpstreamError):
     code = "upstream_unreachable"
     message = "The model provider could not be reached."
+    retryable = True
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -128,12 +132,14 @@ class UpstreamRateLimited(UpstreamError):
     type = "rate_limit_exceeded"
     code = "upstream_rate_limited"
     message = "The model provider is rate limiting requests."
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     message = "The model provider timed out."
+    retryable = True
 
 
 class ToolRoundLimit(UpstreamError):

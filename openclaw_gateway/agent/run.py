@@ -52,7 +52,6 @@ from .types import (
 )
 
 EMPTY_REPLY = "No response from OpenClaw."
-_RETRYABLE_STATUS = (429, 500, 502, 503, 504)
 
 
 def _ignore(event: AgentEvent) -> None:
@@ -190,7 +189,7 @@ def _call_with_fallbacks(
             return _stream_round(provider, call, run), position
         except UpstreamError as exc:
             last = position == len(chain) - 1
-            if last or exc.status not in _RETRYABLE_STATUS or run.delivered:
+            if last or not exc.retryable or run.delivered:
                 raise
     raise GatewayError()  # unreachable: the chain is never empty
 

@@ -250,9 +250,9 @@ def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
             if delta.get("type") == "text_delta" and delta.get("text"):
                 yield TextDelta(delta["text"])
             elif delta.get("type") == "input_json_delta":
-                index = tool_index.get(int(data.get("index", 0)))
-                if index is not None and delta.get("partial_json"):
-                    yield ToolCallDelta(index, None, None, delta["partial_json"])
+                call_index = tool_index.get(int(data.get("index", 0)))
+                if call_index is not None and delta.get("partial_json"):
+                    yield ToolCallDelta(call_index, None, None, delta["partial_json"])
         elif kind == "message_delta":
             reason = (data.get("delta") or {}).get("stop_reason")
             if reason:

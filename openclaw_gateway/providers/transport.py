@@ -112,7 +112,15 @@ def status_error(response: urllib3.BaseHTTPResponse, *, secret: str) -> Upstream
     if status in (408, 504):
         return UpstreamTimeout()
     suffix = f": {detail}" if detail and status < 500 else "."
-    return UpstreamError(f"The model provider returned HTTP {status}{suffix}")
+    error = UpstreamError(f"The model provider returned HTTP {status}{suffix}")
+    error.retryable = status >= 500
+    return error
+
+
+def _transient(message: str) -> UpstreamError:
+    error = UpstreamError(message)
+    error.retryable = True
+    return error
 
 
 def stream_post(
@@ -156,13 +164,13 @@ def stream_post(
                 return
             finished = yield from read_sse(SSEClient(body_chunks(response)).events())
             if not finished:
-                raise UpstreamError("The model provider ended the stream early.")
+                raise _transient("The model provider ended the stream early.")
         except NewConnectionError:
             raise UpstreamUnreachable() from None
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
             raise UpstreamTimeout() from None
         except (ProtocolError, HTTPError, OSError):
-            raise UpstreamError("The model provider closed the connection.") from None
+            raise _transient("The model provider closed the connection.") from None
         finally:
             if response is not None:
                 if finished:
