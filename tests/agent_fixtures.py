@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,27 +56,40 @@ def agent_config(upstream: Upstream, workspace: Path) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(scope="session")
-def agent_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("workspace")
-    (path / "hello.txt").write_text("hello from the workspace")
-    (path / "AGENTS.md").write_text("Agents file.")
-    (path / "SOUL.md").write_text("Soul file.")
-    (path / "TOOLS.md").write_text("Tools file.")
-    return path
+_SHARED = pytest.StashKey[tuple[GatewayProcess, Path]]()
 
 
-@pytest.fixture(scope="session")
-def agent_gateway(
-    upstream_server: Upstream, agent_workspace: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
-    """One gateway with the agent test config, shared by the agent tests."""
-    process = GatewayProcess(
-        agent_config(upstream_server, agent_workspace), tmp_path_factory.mktemp("agentgw")
-    )
-    process.start()
-    yield process
-    process.stop()
+def _shared(request: pytest.FixtureRequest, upstream: Upstream) -> tuple[GatewayProcess, Path]:
+    """Start the agent gateway once per test session, whichever test module asks first.
+
+    Each test module binds these fixtures under its own name, which pytest treats as separate
+    fixtures; the config stash keeps them one process.
+    """
+    stash = request.config.stash
+    if _SHARED not in stash:
+        factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+        workspace = factory.mktemp("workspace")
+        (workspace / "hello.txt").write_text("hello from the workspace")
+        (workspace / "AGENTS.md").write_text("Agents file.")
+        (workspace / "SOUL.md").write_text("Soul file.")
+        (workspace / "TOOLS.md").write_text("Tools file.")
+        process = GatewayProcess(agent_config(upstream, workspace), factory.mktemp("agentgw"))
+        request.config.add_cleanup(process.stop)
+        process.start()
+        stash[_SHARED] = (process, workspace)
+    return stash[_SHARED]
+
+
+@pytest.fixture(scope="module")
+def agent_gateway(request: pytest.FixtureRequest, upstream_server: Upstream) -> GatewayProcess:
+    """The gateway with the agent test config (one per session)."""
+    return _shared(request, upstream_server)[0]
+
+
+@pytest.fixture(scope="module")
+def agent_workspace(request: pytest.FixtureRequest, upstream_server: Upstream) -> Path:
+    """The ``tooly`` agent's workspace folder."""
+    return _shared(request, upstream_server)[1]
 
 
 def post(

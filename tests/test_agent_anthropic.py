@@ -201,3 +201,21 @@ def test_anthropic_rate_limit_maps_to_429(client, upstream):
         client.chat.completions.create(
             model="openclaw/claude", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_x_openclaw_model_switches_the_run_to_an_allowed_model(agent_gateway, upstream):
+    answer = agent_gateway.client(default_headers={"x-openclaw-model": "ant/claude-test"})
+    reply_ = answer.chat.completions.create(
+        model="openclaw/main", messages=[{"role": "user", "content": "who are you"}]
+    )
+    assert reply_.choices[0].message.content == "You said: who are you"
+    assert upstream.requests[-1].path == "/v1/messages"
+
+
+def test_x_openclaw_model_not_allowed_is_400(agent_gateway, upstream):
+    client = agent_gateway.client(default_headers={"x-openclaw-model": "ant/other-model"})
+    with pytest.raises(openai.BadRequestError, match="not allowed"):
+        client.chat.completions.create(
+            model="openclaw/main", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert upstream.requests == []

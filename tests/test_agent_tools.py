@@ -203,3 +203,16 @@ def test_mixed_turn_runs_agent_tools_and_returns_only_client_calls(agent_gateway
     assert [m["role"] for m in sent[-4:]] == ["user", "assistant", "tool", "tool"]
     assert [c["id"] for c in sent[-3]["tool_calls"]] == ["m1", "m2"]
     assert [m["tool_call_id"] for m in sent[-2:]] == ["m1", "m2"]
+
+
+def test_stateful_run_stores_its_tool_exchanges_in_the_transcript(agent_gateway, upstream):
+    user = unique("stored")
+    upstream.script(tool_call("current_time", "{}", call_id="st1"), reply("noted"))
+    first = {"model": "openclaw/tooly", "user": user}
+    post(agent_gateway, first | {"messages": [{"role": "user", "content": "one"}]})
+    post(agent_gateway, first | {"messages": [{"role": "user", "content": "two"}]})
+    sent = upstream.requests[-1].body["messages"][1:]  # after the system prompt
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert sent[1]["tool_calls"][0]["id"] == "st1"
+    assert sent[2]["tool_call_id"] == "st1" and "iso" in json.loads(sent[2]["content"])
+    assert (sent[3]["content"], sent[4]["content"]) == ("noted", "two")

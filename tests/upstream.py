@@ -25,6 +25,10 @@ instead of calling the tool forever. ``[[tag:NAME]]`` anywhere in any message (o
 ``x-test-session`` header) tags a request for ``max_concurrent[NAME]``; ``"*"`` counts all.
 
 Usage numbers are deterministic: see ``count_prompt_tokens`` / ``count_completion_tokens``.
+
+``POST /v1/messages`` speaks Anthropic Messages (JSON and SSE) with the same queue, behaviours
+and directives: ``anthropic_as_chat`` reads the request as chat messages (``tool_result`` blocks
+as ``tool`` messages), errors use Anthropic's ``{"type": "error", "error": {...}}`` body.
 """
 
 from __future__ import annotations

@@ -150,9 +150,11 @@ def request_body(call: ProviderCall) -> dict[str, Any]:
     }
     if call.system:
         body["system"] = call.system
-    for name in ("temperature", "top_p"):
-        if name in options:
-            body[name] = options[name]
+    if "temperature" in options:
+        # OpenAI's range is 0..2, Anthropic's 0..1: clamp rather than fail the run.
+        body["temperature"] = min(float(options["temperature"]), 1.0)
+    if "top_p" in options:
+        body["top_p"] = options["top_p"]
     stop = options.get("stop")
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
