@@ -138,7 +138,7 @@ def test_system_prompt_is_config_then_workspace_files_then_request_system(agent_
 
 
 def test_workspace_prompt_files_are_reread_only_when_changed(tmp_path: Path):
-    prompts = WorkspacePrompts()
+    prompts = WorkspacePrompts(recheck_seconds=0)
     (tmp_path / "USER.md").write_text("user v1")
     assert prompts.text(str(tmp_path)) == "user v1"
     (tmp_path / "IDENTITY.md").write_text("identity")
@@ -159,5 +159,13 @@ def test_workspace_prompt_file_is_size_capped_and_outside_symlinks_ignored(tmp_p
     (workspace / "AGENTS.md").write_text("a" * (WORKSPACE_FILE_MAX + 100))
     (tmp_path / "secret.md").write_text("secret")
     (workspace / "SOUL.md").symlink_to(tmp_path / "secret.md")
-    text = WorkspacePrompts().text(str(workspace))
+    text = WorkspacePrompts(recheck_seconds=0).text(str(workspace))
     assert text == "a" * WORKSPACE_FILE_MAX
+
+
+def test_workspace_prompt_files_are_checked_at_most_once_per_interval(tmp_path: Path):
+    prompts = WorkspacePrompts(recheck_seconds=3600)
+    (tmp_path / "AGENTS.md").write_text("first")
+    assert prompts.text(str(tmp_path)) == "first"
+    (tmp_path / "AGENTS.md").write_text("second, longer")
+    assert prompts.text(str(tmp_path)) == "first"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,22 +19,31 @@ WORKSPACE_FILE_MAX = 64 * 1024
 class WorkspacePrompts:
     """The workspace prompt files, each re-read only when its mtime or size changed.
 
-    One instance lives for the process (the runtime owns it): the hot path costs one ``lstat``
-    per file. A file is read only if it is a regular file, or a symlink whose target stays inside
-    the workspace; at most ``WORKSPACE_FILE_MAX`` bytes of it.
+    One instance lives for the process (the runtime owns it). A workspace is checked (one
+    ``lstat`` per file) at most every ``recheck_seconds``, so the hot path is a dict lookup and
+    an edit shows up within that time. A file is read only if it is a regular file, or a symlink
+    whose target stays inside the workspace; at most ``WORKSPACE_FILE_MAX`` bytes of it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recheck_seconds: float = 1.0) -> None:
+        self.recheck_seconds = recheck_seconds
         self._files: dict[str, tuple[int, int, int, str]] = {}
+        self._joined: dict[str, tuple[float, str]] = {}
 
     def text(self, workspace: str) -> str:
         """The workspace's prompt files joined by blank lines (empty when there are none)."""
+        now = time.monotonic()
+        checked = self._joined.get(workspace)
+        if checked is not None and now - checked[0] < self.recheck_seconds:
+            return checked[1]
         parts = []
         for name in WORKSPACE_PROMPT_FILES:
             text = self._read(workspace, os.path.join(workspace, name))
             if text:
                 parts.append(text)
-        return "\n\n".join(parts)
+        joined = "\n\n".join(parts)
+        self._joined[workspace] = (now, joined)
+        return joined
 
     def _read(self, workspace: str, path: str) -> str:
         try:

@@ -13,15 +13,19 @@ the message of the ``ToolError`` it raised, goes back to the model as a ``tool``
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from ...config import AgentSettings
+from ..errors import RunCancelled
 from ..types import CancelToken
 from . import clock, web, workspace
 from .base import ToolError
+
+log = logging.getLogger("openclaw_gateway.tools")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,11 @@ def run_tool(tool: AgentTool, arguments: str, ctx: ToolContext) -> tuple[str, bo
     except OSError as exc:
         # Never leak host paths: the strerror alone says what went wrong.
         return f"Error: {exc.strerror or 'I/O error'}", True
+    except RunCancelled:
+        raise
+    except Exception:  # noqa: BLE001 - a faulty tool must not take the run down with it
+        log.exception("agent tool %s failed", tool.name)
+        return "Error: the tool failed unexpectedly.", True
 
 
 __all__ = [
