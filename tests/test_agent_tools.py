@@ -11,6 +11,7 @@ from tests.conftest import unique
 from tests.upstream import (
     count_completion_tokens,
     count_prompt_tokens,
+    error,
     reply,
     tool_call,
     tool_calls,
@@ -216,3 +217,21 @@ def test_stateful_run_stores_its_tool_exchanges_in_the_transcript(agent_gateway,
     assert sent[1]["tool_calls"][0]["id"] == "st1"
     assert sent[2]["tool_call_id"] == "st1" and "iso" in json.loads(sent[2]["content"])
     assert (sent[3]["content"], sent[4]["content"]) == ("noted", "two")
+
+
+def test_upstream_failure_after_an_agent_tool_ran_says_do_not_retry(agent_gateway, upstream):
+    upstream.script(tool_call("current_time", "{}", call_id="r1"), error(400, "bad"))
+    response = post(
+        agent_gateway, {"model": "openclaw/tooly", "messages": [{"role": "user", "content": "t"}]}
+    )
+    assert response.status == 502
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_upstream_failure_before_any_tool_ran_may_be_retried(agent_gateway, upstream):
+    upstream.script(error(400, "bad"))
+    response = post(
+        agent_gateway, {"model": "openclaw/tooly", "messages": [{"role": "user", "content": "t"}]}
+    )
+    assert response.status == 502
+    assert "x-should-retry" not in response.headers
