@@ -31,6 +31,10 @@ def _agent(settings: Settings, args: argparse.Namespace) -> int:
         if event.stream == "assistant":
             sys.stdout.write(event.data["delta"])
             sys.stdout.flush()
+        elif event.stream == "tool_result":
+            # Agent tools on stderr, so stdout stays the reply alone.
+            mark = "error" if event.data["isError"] else "ok"
+            print(f"[tool {event.data['name']}: {mark}]", file=sys.stderr, flush=True)
 
     try:
         result = runtime.run_agent(request, emit=emit if args.stream else None)
@@ -47,6 +51,7 @@ def _agent(settings: Settings, args: argparse.Namespace) -> int:
                     "sessionKey": result.session_key,
                     "text": result.text,
                     "finishReason": result.finish_reason,
+                    "toolCalls": [call.to_openai() for call in result.tool_calls],
                     "usage": result.usage.to_openai(),
                 }
             )

@@ -527,7 +527,7 @@ def _read_agent(
         default=a.boolean("default", False),
         model=model,
         system_prompt=a.string("systemPrompt", defaults["system_prompt"]),
-        workspace=a.string("workspace") or defaults["workspace"],
+        workspace=os.path.expanduser(a.string("workspace")) or defaults["workspace"],
         allowed_models=a.strings("models", defaults["allowed_models"]),
         tools_allow=tools.strings("allow", defaults["tools_allow"]),
         tools_deny=tools.strings("deny", defaults["tools_deny"]),
@@ -553,7 +553,7 @@ def _read_agents(
         "model": _model_ref(d.get("model"), "agents.defaults.model")
         or _default_model(providers, env),
         "system_prompt": d.string("systemPrompt"),
-        "workspace": d.string("workspace") or None,
+        "workspace": os.path.expanduser(d.string("workspace")) or None,
         "allowed_models": d.strings("models"),
         "tools_allow": dtools.strings("allow"),
         "tools_deny": dtools.strings("deny"),

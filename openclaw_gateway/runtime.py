@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .agent.errors import Unavailable
+from .agent.prompt import WorkspacePrompts
 from .agent.run import run_agent
 from .agent.types import AgentRunRequest, AgentRunResult, CancelToken, Emit, SessionStore
 from .config import Settings
@@ -41,6 +42,7 @@ class Gateway:
         self.draining = False
         self.active_runs = 0
         self._drain_listeners: list[Callable[[], None]] = []
+        self.workspace_prompts = WorkspacePrompts()
 
     def add_drain_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` when the process starts draining (SIGTERM): surfaces say goodbye."""
@@ -80,6 +82,7 @@ class Gateway:
                 cancel=cancel,
                 lock_wait_seconds=self.settings.session.lock_wait_ms / 1000,
                 max_turns=self.settings.session.max_turns,
+                workspace_prompts=self.workspace_prompts,
             )
         finally:
             self.active_runs -= 1

@@ -267,7 +267,7 @@ def test_models_404_and_messages_stub(up: Upstream) -> None:
     assert resp.status == 404 and "error" in json.loads(resp.read())
     conn.request("POST", "/v1/messages", body=b"{}")
     resp = conn.getresponse()
-    assert resp.status == 501
+    assert resp.status == 400  # Anthropic Messages needs `messages`
     resp.read()
     conn.request("POST", "/v1/chat/completions", body=b"{not json")
     resp = conn.getresponse()

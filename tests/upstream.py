@@ -25,6 +25,10 @@ instead of calling the tool forever. ``[[tag:NAME]]`` anywhere in any message (o
 ``x-test-session`` header) tags a request for ``max_concurrent[NAME]``; ``"*"`` counts all.
 
 Usage numbers are deterministic: see ``count_prompt_tokens`` / ``count_completion_tokens``.
+
+``POST /v1/messages`` speaks Anthropic Messages (JSON and SSE) with the same queue, behaviours
+and directives: ``anthropic_as_chat`` reads the request as chat messages (``tool_result`` blocks
+as ``tool`` messages), errors use Anthropic's ``{"type": "error", "error": {...}}`` body.
 """
 
 from __future__ import annotations
@@ -245,6 +249,50 @@ def parse_directive(text: str) -> Behaviour | None:
         return error(400, f"bad upstream directive: {exc}")
 
 
+_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def anthropic_as_chat(body: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """An Anthropic Messages request as Chat Completions messages, so the same behaviours,
+    directives, echo text and token counts apply: ``tool_result`` blocks become ``tool``
+    messages, ``tool_use`` blocks ``tool_calls``, the ``system`` prompt a system message."""
+    out: list[dict[str, Any]] = []
+    system = (body or {}).get("system")
+    if isinstance(system, list):
+        system = "\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    if isinstance(system, str) and system:
+        out.append({"role": "system", "content": system})
+    for m in _messages(body):
+        content = m.get("content")
+        role = m.get("role")
+        if isinstance(content, str):
+            out.append({"role": role, "content": content})
+            continue
+        blocks = [b for b in content or () if isinstance(b, dict)]
+        for b in blocks:
+            if b.get("type") == "tool_result":
+                result = b.get("content")
+                text = result if isinstance(result, str) else "\n".join(_texts(result))
+                out.append({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": text})
+        parts = [{"type": "text", "text": b["text"]} for b in blocks if b.get("type") == "text"]
+        if role == "assistant":
+            calls = [
+                {
+                    "id": b.get("id"),
+                    "type": "function",
+                    "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input"))},
+                }
+                for b in blocks
+                if b.get("type") == "tool_use"
+            ]
+            out.append(
+                {"role": "assistant", "content": parts} | ({"tool_calls": calls} if calls else {})
+            )
+        elif parts or any(b.get("type") == "image" for b in blocks):
+            out.append({"role": "user", "content": parts})
+    return out
+
+
 class _ClientGone(Exception):
     pass
 
@@ -418,13 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
                 }
                 self._send_json(200, {"object": "list", "data": [model]})
             elif path in ("/v1/messages", "/messages") and self.command == "POST":
-                # TODO(anthropic): implement the Anthropic Messages API (non-stream + SSE) driven by
-                # the same behaviours/queue as /chat/completions. Until then: 501, queue untouched.
-                self._send_error_json(
-                    501,
-                    "/v1/messages is not implemented by the fake upstream",
-                    "not_implemented",
-                )
+                self._anthropic(body, headers)
             else:
                 self._send_error_json(404, f"no route for {self.command} {path}", "not_found")
         except _ClientGone:
@@ -720,3 +762,139 @@ class _Handler(BaseHTTPRequestHandler):
                 "Transfer-Encoding": "chunked",
             },
         )
+
+    # ---- Anthropic Messages (POST /v1/messages): same behaviours, queue and directives
+    def _anthropic(self, body: dict[str, Any] | None, headers: dict[str, str]) -> None:
+        if body is None or not isinstance(body.get("messages"), list):
+            self._send_json(
+                400,
+                {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "bad body"},
+                },
+            )
+            return
+        msgs = anthropic_as_chat(body)
+        tags = {"*"} | set(
+            re.findall(
+                r"\[\[tag:([^\]\s]+)\]\]",
+                " ".join(t for m in msgs for t in _texts(m.get("content"))),
+            )
+        )
+        self.upstream._enter(tags)
+        try:
+            self._anthropic_respond(body, msgs)
+        finally:
+            self.upstream._leave(tags)
+
+    def _anthropic_respond(self, body: dict[str, Any], msgs: list[dict[str, Any]]) -> None:
+        b: Behaviour | None = None
+        i = _last_user_index(msgs)
+        if i is not None and not any(m.get("role") in ("assistant", "tool") for m in msgs[i + 1 :]):
+            b = parse_directive("\n".join(_texts(msgs[i].get("content"))))
+        b = b or self.upstream._next_behaviour()
+        stream = body.get("stream") is True
+        kind = b.kind
+        if kind == "reset_before_headers":
+            self._kill_socket(rst=True)
+            return
+        if kind == "error":
+            raw = (
+                b.body
+                if b.body is not None
+                else json.dumps(
+                    {"type": "error", "error": {"type": "api_error", "message": b.message}}
+                )
+            )
+            self._send_bytes(b.status, raw.encode() if isinstance(raw, str) else raw, b.headers)
+            return
+        if kind == "invalid_json":
+            if not stream:
+                self._send_bytes(200, b"{not json")
+                return
+            self._start_stream()
+            self._chunk(b"event: message_start\ndata: {not json\n\n")
+            self._chunk(b"")
+            return
+        if kind == "stall":
+            self._pause(b.seconds)
+        text = b.text if b.text is not None else echo_text(msgs)
+        calls = b.calls
+        prompt = count_prompt_tokens(msgs)
+        completion = 1 if calls else count_completion_tokens(text)
+        if b.usage:
+            prompt = b.usage.get("prompt_tokens", prompt)
+            completion = b.usage.get("completion_tokens", completion)
+        stop = _ANTHROPIC_STOP.get(b.finish_reason, b.finish_reason)
+        mid, model = f"msg_fake_{time.monotonic_ns()}", body.get("model") or MODEL_ID
+        content: list[dict[str, Any]] = (
+            [] if calls or not text else [{"type": "text", "text": text}]
+        )
+        content += [
+            {"type": "tool_use", "id": cid, "name": name, "input": json.loads(args or "{}")}
+            for name, args, cid in calls
+        ]
+        if not stream:
+            if kind == "slow":
+                self._pause((b.chunks or 0) * b.interval)
+            self._send_json(
+                200,
+                {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": prompt, "output_tokens": completion},
+                },
+            )
+            return
+
+        def event(name: str, obj: dict[str, Any]) -> None:
+            self._chunk(f"event: {name}\ndata: {json.dumps({'type': name} | obj)}\n\n".encode())
+
+        self._start_stream()
+        self.upstream._bump("active_streams", 1)
+        try:
+            start = {"id": mid, "type": "message", "role": "assistant", "model": model}
+            start |= {"content": [], "stop_reason": None, "stop_sequence": None}
+            start["usage"] = {"input_tokens": prompt, "output_tokens": 1}
+            event("message_start", {"message": start})
+            event("ping", {})
+            index = 0
+            if not calls:
+                event(
+                    "content_block_start",
+                    {"index": 0, "content_block": {"type": "text", "text": ""}},
+                )
+                for n, piece in enumerate(split_text(text, b.chunks), start=1):
+                    if kind == "slow" and n > 1:
+                        self._pause(b.interval)
+                    event(
+                        "content_block_delta",
+                        {"index": 0, "delta": {"type": "text_delta", "text": piece}},
+                    )
+                    if kind == "drop_mid_stream" and n >= b.after_chunks:
+                        self._kill_socket(rst=False)
+                        return
+                    if kind == "stall_after_first_chunk" and n == 1:
+                        self._pause(b.seconds)
+                event("content_block_stop", {"index": 0})
+                index = 1
+            for name, args, cid in calls:
+                block = {"type": "tool_use", "id": cid, "name": name, "input": {}}
+                event("content_block_start", {"index": index, "content_block": block})
+                for frag in split_text(args, min(3, len(args)) or None):
+                    delta = {"type": "input_json_delta", "partial_json": frag}
+                    event("content_block_delta", {"index": index, "delta": delta})
+                event("content_block_stop", {"index": index})
+                index += 1
+            delta = {"stop_reason": stop, "stop_sequence": None}
+            event("message_delta", {"delta": delta, "usage": {"output_tokens": completion}})
+            if kind != "no_done":
+                event("message_stop", {})
+            self._chunk(b"")
+        finally:
+            self.upstream._bump("active_streams", -1)

@@ -17,7 +17,8 @@ started), the WebSocket surface as a ``res`` error.
     └── UpstreamError                 502 api_error            code=upstream_error
         ├── UpstreamUnreachable       502 api_error            code=upstream_unreachable
         ├── UpstreamRateLimited       429 rate_limit_exceeded  code=upstream_rate_limited
-        └── UpstreamTimeout           504 api_error            code=upstream_timeout
+        ├── UpstreamTimeout           504 api_error            code=upstream_timeout
+        └── ToolRoundLimit            502 api_error            code=tool_round_limit
 
 ``RunCancelled`` is not an error a client sees: the client went away.
 """
@@ -115,11 +116,15 @@ class UpstreamError(GatewayError):
     type = "api_error"
     code = "upstream_error"
     message = "The model provider returned an error."
+    # A transient failure (connect error, timeout, 429, upstream 5xx, dropped connection): the
+    # next model of the agent's chain may be tried, if nothing reached the client yet.
+    retryable = False
 
 
 class UpstreamUnreachable(UpstreamError):
     code = "upstream_unreachable"
     message = "The model provider could not be reached."
+    retryable = True
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -127,12 +132,21 @@ class UpstreamRateLimited(UpstreamError):
     type = "rate_limit_exceeded"
     code = "upstream_rate_limited"
     message = "The model provider is rate limiting requests."
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     message = "The model provider timed out."
+    retryable = True
+
+
+class ToolRoundLimit(UpstreamError):
+    """The model kept calling agent tools past the agent's ``maxToolRounds``."""
+
+    code = "tool_round_limit"
+    message = "The model kept calling tools past the agent's tool round limit."
 
 
 class RunCancelled(Exception):

@@ -1,4 +1,27 @@
-"""``run_agent``: the one synchronous codepath every surface (HTTP, SSE, WebSocket, CLI) calls."""
+"""``run_agent``: the one synchronous codepath every surface (HTTP, SSE, WebSocket, CLI) calls.
+
+A run is a loop of provider rounds:
+
+1. Call the model (the agent's model chain: on a retryable failure, i.e. connect error, timeout,
+   429 or 5xx, *before anything reached the caller*, the next model is tried; never after).
+2. Text deltas stream to ``emit`` as they come. Tool calls are split by name: a call of one of
+   the agent's tools (``tools.allow``) is the gateway's business and is never streamed as a
+   client tool call; any other call is a *client* tool call (OpenAI function calling), streamed
+   as ``tool_call`` events with client-only indexes.
+3. Agent tool calls run (``tool_start`` / ``tool_result`` events); their results go back to the
+   model as ``tool`` messages and the loop continues, at most ``maxToolRounds`` rounds. A model
+   that asks for agent tools once more after that ends the run with ``ToolRoundLimit`` (502,
+   ``tool_round_limit``): a clear error rather than a made-up answer, and like every failed
+   run it writes nothing to the transcript.
+4. Client tool calls end the run with ``finish_reason: "tool_calls"``. When one turn mixes agent
+   and client tools, the agent tools run first (their results are stored with the turn), then
+   the client calls are returned; the client's ``tool`` results continue the turn next request.
+5. The turn (new user/tool messages, every assistant/tool exchange, the final reply with the
+   usage summed over all rounds) is appended to the transcript in one atomic write.
+
+Once an agent tool has run the run has changed state, so errors from then on carry
+``should_retry = False`` (HTTP: ``x-should-retry: false``).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +30,9 @@ from collections.abc import Mapping
 from contextlib import closing, nullcontext
 from typing import Any
 
-from .errors import GatewayError, RunCancelled, UpstreamError
-from .prompt import build_conversation, system_prompt
+from .errors import GatewayError, RunCancelled, ToolRoundLimit, UpstreamError
+from .prompt import WorkspacePrompts, build_conversation, system_prompt
+from .tools import AgentTool, ToolContext, enabled_tools, run_tool
 from .types import (
     AgentEvent,
     AgentRunRequest,
@@ -28,7 +52,6 @@ from .types import (
 )
 
 EMPTY_REPLY = "No response from OpenClaw."
-_RETRYABLE_STATUS = (429, 500, 502, 503, 504)
 
 
 def _ignore(event: AgentEvent) -> None:
@@ -39,100 +62,211 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Call:
+    """One tool call of a round, accumulated from its deltas."""
+
+    __slots__ = ("id", "name", "arguments", "client_index")
+
+    def __init__(self, call_id: str, name: str) -> None:
+        self.id = call_id
+        self.name = name
+        self.arguments: list[str] = []
+        self.client_index: int | None = None  # set once streamed to the caller as a client call
+
+
+class _Run:
+    """State shared by the rounds of one run."""
+
+    def __init__(
+        self, agent_tools: Mapping[str, AgentTool], emit: Emit, cancel: CancelToken
+    ) -> None:
+        self.agent_tools = agent_tools
+        self.emit = emit
+        self.cancel = cancel
+        self.delivered = False  # text or a client tool call reached the caller: no fallback
+        self.tools_ran = False
+        self.usage = Usage()
+        self.text: list[str] = []
+
+
 class _Round:
     """One provider call's output, accumulated as it streams."""
 
-    __slots__ = ("text", "calls", "finish", "usage", "delivered")
+    __slots__ = ("text", "calls", "finish", "usage", "client_calls")
 
     def __init__(self) -> None:
         self.text: list[str] = []
-        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
+        self.calls: dict[int, _Call] = {}
         self.finish = "stop"
         self.usage = Usage()
-        self.delivered = False  # a delta reached the caller: no fallback after this
+        self.client_calls = 0
 
     def tool_calls(self) -> list[ToolCall]:
+        """Every named call in upstream order (nameless fragments are dropped)."""
         return [
-            ToolCall(parts[0] or f"call_{index}", parts[1], "".join(parts[2:]))
-            for index, parts in sorted(self.calls.items())
+            ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments))
+            for index, call in sorted(self.calls.items())
+            if call.name
         ]
 
 
-def _stream_round(
-    provider: Provider, call: ProviderCall, emit: Emit, cancel: CancelToken
-) -> _Round:
+def _on_tool_delta(run: _Run, out: _Round, event: ToolCallDelta) -> None:
+    call = out.calls.get(event.index)
+    if call is None:
+        call = out.calls[event.index] = _Call(event.id or "", event.name or "")
+    else:
+        call.id = call.id or event.id or ""
+        call.name = call.name or event.name or ""
+    call.arguments.append(event.arguments)
+    if not call.name or call.name in run.agent_tools:
+        return  # an agent tool (or not yet known): never streamed as a client tool call
+    if call.client_index is None:
+        call.client_index = out.client_calls
+        out.client_calls += 1
+        run.delivered = True
+        run.emit(
+            AgentEvent(
+                "tool_call",
+                {
+                    "index": call.client_index,
+                    "id": call.id or f"call_{event.index}",
+                    "name": call.name,
+                    "arguments": "".join(call.arguments),
+                },
+            )
+        )
+    elif event.arguments:
+        run.emit(
+            AgentEvent(
+                "tool_call",
+                {
+                    "index": call.client_index,
+                    "id": None,
+                    "name": None,
+                    "arguments": event.arguments,
+                },
+            )
+        )
+
+
+def _stream_round(provider: Provider, call: ProviderCall, run: _Run) -> _Round:
     out = _Round()
-    try:
-        _consume(provider, call, emit, cancel, out)
-    except UpstreamError as exc:
-        exc.delivered = out.delivered  # type: ignore[attr-defined]
-        raise
-    if cancel.is_set():
-        raise RunCancelled()
-    return out
-
-
-def _consume(
-    provider: Provider, call: ProviderCall, emit: Emit, cancel: CancelToken, out: _Round
-) -> None:
-    with closing(provider.stream(call, cancel)) as events:  # type: ignore[type-var]
+    with closing(provider.stream(call, run.cancel)) as events:  # type: ignore[type-var]
         for event in events:
-            if cancel.is_set():
+            if run.cancel.is_set():
                 raise RunCancelled()
             if isinstance(event, TextDelta):
-                out.text.append(event.text)
-                out.delivered = True
-                emit(AgentEvent("assistant", {"delta": event.text}))
+                if event.text:
+                    out.text.append(event.text)
+                    run.delivered = True
+                    run.emit(AgentEvent("assistant", {"delta": event.text}))
             elif isinstance(event, ToolCallDelta):
-                parts = out.calls.get(event.index)
-                if parts is None:
-                    parts = out.calls[event.index] = [event.id or "", event.name or ""]
-                    first = True
-                else:
-                    first = False
-                    if event.name and not parts[1]:
-                        parts[1] = event.name
-                parts.append(event.arguments)
-                out.delivered = True
-                emit(
-                    AgentEvent(
-                        "tool_call",
-                        {
-                            "index": event.index,
-                            "id": parts[0] if first else None,
-                            "name": parts[1] if first else None,
-                            "arguments": event.arguments,
-                        },
-                    )
-                )
+                _on_tool_delta(run, out, event)
             elif isinstance(event, UsageReport):
                 out.usage.add(event.usage)
             elif isinstance(event, Finish):
                 out.finish = event.reason
+    if run.cancel.is_set():
+        raise RunCancelled()
+    return out
 
 
 def _call_with_fallbacks(
-    request: AgentRunRequest,
+    chain: tuple[str, ...],
+    start: int,
     call: ProviderCall,
     providers: Mapping[str, Provider],
-    emit: Emit,
-    cancel: CancelToken,
-) -> tuple[_Round, str]:
-    """Try the agent's model chain; a retryable failure before any delta moves to the next."""
-    chain = (request.model_override,) if request.model_override else request.agent.model.chain
-    for position, ref in enumerate(chain):
-        provider_id, _, model = ref.partition("/")
+    run: _Run,
+) -> tuple[_Round, int]:
+    """Try the model chain from ``start``; a retryable failure before any delivery moves on."""
+    for position in range(start, len(chain)):
+        provider_id, _, model = chain[position].partition("/")
         provider = providers.get(provider_id)
         if provider is None:
             raise GatewayError(f"provider '{provider_id}' is not configured")
         call.model = model
         try:
-            return _stream_round(provider, call, emit, cancel), ref
+            return _stream_round(provider, call, run), position
         except UpstreamError as exc:
             last = position == len(chain) - 1
-            if last or exc.status not in _RETRYABLE_STATUS or getattr(exc, "delivered", False):
+            if last or not exc.retryable or run.delivered:
                 raise
     raise GatewayError()  # unreachable: the chain is never empty
+
+
+def _run_agent_tools(calls: list[ToolCall], run: _Run, context: ToolContext) -> list[Message]:
+    results = []
+    for call in calls:
+        if run.cancel.is_set():
+            raise RunCancelled()
+        data = {"id": call.id, "name": call.name, "arguments": call.arguments}
+        run.emit(AgentEvent("tool_start", dict(data)))
+        run.tools_ran = True
+        text, is_error = run_tool(run.agent_tools[call.name], call.arguments, context)
+        run.emit(AgentEvent("tool_result", {**data, "result": text, "isError": is_error}))
+        results.append(Message("tool", text, tool_call_id=call.id, is_error=is_error))
+    return results
+
+
+def _upstream_tools(
+    request: AgentRunRequest, agent_tools: Mapping[str, AgentTool]
+) -> list[dict[str, Any]] | None:
+    """Client tools plus the agent's; an agent tool shadows a client tool of the same name."""
+    client = [
+        t for t in request.tools or () if t.get("function", {}).get("name") not in agent_tools
+    ]
+    tools = client + [tool.spec for tool in agent_tools.values()]
+    return tools or None
+
+
+def _loop(
+    request: AgentRunRequest,
+    call: ProviderCall,
+    providers: Mapping[str, Provider],
+    run: _Run,
+) -> tuple[list[Message], list[ToolCall], str, str]:
+    """Run provider rounds and agent tools; return (exchanges, client calls, finish, model)."""
+    chain = (request.model_override,) if request.model_override else request.agent.model.chain
+    context = ToolContext(workspace=request.agent.workspace, cancel=run.cancel)
+    exchanges: list[Message] = []
+    position = 0
+    rounds = 0
+    while True:
+        round_, position = _call_with_fallbacks(chain, position, call, providers, run)
+        run.usage.add(round_.usage)
+        text = "".join(round_.text)
+        run.text.append(text)
+        calls = round_.tool_calls()
+        agent_calls = [c for c in calls if c.name in run.agent_tools]
+        client_calls = [c for c in calls if c.name not in run.agent_tools]
+        if agent_calls:
+            if rounds >= request.agent.max_tool_rounds:
+                raise ToolRoundLimit(
+                    f"The model kept calling tools after {rounds} tool rounds "
+                    f"(the agent's maxToolRounds)."
+                )
+            rounds += 1
+            assistant = Message("assistant", text, tool_calls=tuple(calls))
+            results = _run_agent_tools(agent_calls, run, context)
+            exchanges += [assistant, *results]
+            if client_calls:
+                return exchanges, client_calls, "tool_calls", chain[position]
+            call.messages = [*call.messages, assistant, *results]
+            # A forced choice was for the first answer; later rounds may answer in text.
+            if call.tool_choice == "required" or isinstance(call.tool_choice, dict):
+                call.tool_choice = "auto"
+            continue
+        if client_calls:
+            exchanges.append(Message("assistant", text, tool_calls=tuple(client_calls)))
+            return exchanges, client_calls, "tool_calls", chain[position]
+        if request.tool_choice == "required" and rounds == 0:
+            raise UpstreamError("The model did not call a tool although tool_choice is required.")
+        if not "".join(run.text):
+            run.text.append(EMPTY_REPLY)
+            run.emit(AgentEvent("assistant", {"delta": EMPTY_REPLY}))
+            text = EMPTY_REPLY
+        exchanges.append(Message("assistant", text))
+        return exchanges, [], round_.finish, chain[position]
 
 
 def run_agent(
@@ -144,10 +278,13 @@ def run_agent(
     cancel: CancelToken | None = None,
     lock_wait_seconds: float = 30.0,
     max_turns: int = 200,
+    workspace_prompts: WorkspacePrompts | None = None,
 ) -> AgentRunResult:
-    """Run one agent turn: lease, transcript, provider stream, atomic append. See DESIGN.md."""
+    """Run one agent turn: lease, transcript, provider/tool loop, atomic append. See above."""
     emit = emit or _ignore
     cancel = cancel or CancelToken()
+    agent_tools = enabled_tools(request.agent)
+    run = _Run(agent_tools, emit, cancel)
     lease = (
         nullcontext() if request.stateless else store.lease(request.session_key, lock_wait_seconds)
     )
@@ -156,37 +293,27 @@ def run_agent(
         conversation = build_conversation(request, transcript, max_turns)
         call = ProviderCall(
             model="",
-            system=system_prompt(request),
+            system=system_prompt(request, workspace_prompts),
             messages=conversation.upstream,
-            tools=request.tools,
+            tools=_upstream_tools(request, agent_tools),
             tool_choice=request.tool_choice,
             options=request.options,
         )
         emit(AgentEvent("lifecycle", {"phase": "start", "startedAt": _now_ms()}))
         try:
-            round_, model_ref = _call_with_fallbacks(request, call, providers, emit, cancel)
-            tool_calls = round_.tool_calls()
-            text = "".join(round_.text)
-            finish = round_.finish
-            if tool_calls:
-                finish = "tool_calls"
-            elif request.tool_choice == "required":
-                raise UpstreamError(
-                    "The model did not call a tool although tool_choice is required."
-                )
-            elif not text:
-                text = EMPTY_REPLY
-                emit(AgentEvent("assistant", {"delta": text}))
-            if round_.usage.total_tokens:
-                emit(AgentEvent("usage", {"usage": round_.usage}))
+            exchanges, client_calls, finish, model_ref = _loop(request, call, providers, run)
+            if run.usage.total_tokens:
+                emit(AgentEvent("usage", {"usage": run.usage}))
             if not request.stateless:
                 _append_turn(
-                    store, request, conversation.to_store, text, tool_calls, round_.usage, model_ref
+                    store, request, conversation.to_store + exchanges, run.usage, model_ref
                 )
         except RunCancelled:
             emit(AgentEvent("lifecycle", {"phase": "aborted", "endedAt": _now_ms()}))
             raise
         except GatewayError as exc:
+            if run.tools_ran:
+                exc.should_retry = False
             emit(
                 AgentEvent(
                     "lifecycle", {"phase": "error", "error": exc.message, "endedAt": _now_ms()}
@@ -197,10 +324,10 @@ def run_agent(
     return AgentRunResult(
         run_id=request.run_id,
         session_key=request.session_key,
-        text=text,
-        tool_calls=tool_calls,
+        text="".join(run.text),
+        tool_calls=client_calls,
         finish_reason=finish,
-        usage=round_.usage,
+        usage=run.usage,
         model=model_ref,
     )
 
@@ -208,20 +335,20 @@ def run_agent(
 def _append_turn(
     store: SessionStore,
     request: AgentRunRequest,
-    new: list[Message],
-    text: str,
-    tool_calls: list[ToolCall],
+    entries_in: list[Message],
     usage: Usage,
     model_ref: str,
 ) -> None:
     now = _now_ms()
     entries: list[dict[str, Any]] = []
-    for message in new:
+    for message in entries_in:
         entry = message.to_dict()
         entry["timestamp"] = now
         entry["run_id"] = request.run_id
         entries.append(entry)
-    reply = Message("assistant", text, tool_calls=tuple(tool_calls)).to_dict()
-    reply.update(timestamp=now, run_id=request.run_id, model=model_ref, usage=usage.to_openai())
-    entries.append(reply)
+    # The usage of the whole run sits on its last assistant entry.
+    for entry in reversed(entries):
+        if entry["role"] == "assistant":
+            entry.update(model=model_ref, usage=usage.to_openai())
+            break
     store.append(request.session_key, request.agent.id, entries)

@@ -53,6 +53,8 @@ class Message:
     images: tuple[Image, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    # A tool result that reports a failure (Anthropic's ``is_error``; OpenAI has no such flag).
+    is_error: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "text": self.text}
@@ -64,6 +66,8 @@ class Message:
             ]
         if self.tool_call_id:
             out["tool_call_id"] = self.tool_call_id
+        if self.is_error:
+            out["is_error"] = True
         return out
 
     @classmethod
@@ -76,6 +80,7 @@ class Message:
                 ToolCall(c["id"], c["name"], c["arguments"]) for c in raw.get("tool_calls", ())
             ),
             tool_call_id=raw.get("tool_call_id"),
+            is_error=bool(raw.get("is_error", False)),
         )
 
 
@@ -135,11 +140,21 @@ class AgentRunResult:
 
 @dataclass(frozen=True, slots=True)
 class AgentEvent:
-    """What ``emit`` receives. ``stream``: lifecycle | assistant | tool_call | tool_result | usage.
+    """What ``emit`` receives, in run order. ``stream`` is one of:
 
-    lifecycle: ``{"phase": "start" | "end" | "error" | "aborted", ...}``;
-    assistant: ``{"delta": str}``; tool_call (client tool): ``{"index", "id", "name", "arguments"}``
-    where name/id come once and ``arguments`` is a fragment; usage: ``{"usage": Usage}``.
+    - ``lifecycle``: ``{"phase": "start", "startedAt"}``, then one of ``{"phase": "end", "endedAt"}``,
+      ``{"phase": "error", "error": str, "endedAt"}``, ``{"phase": "aborted", "endedAt"}``.
+    - ``assistant``: ``{"delta": str}``, reply text as it streams (every round of the tool loop).
+    - ``tool_call``: a *client* tool call (OpenAI function calling) streaming back to the caller:
+      ``{"index": int, "id": str | None, "name": str | None, "arguments": str}``. The first event
+      of an index carries ``id`` and ``name`` (and the arguments so far), later ones ``None`` and
+      an ``arguments`` fragment. Indexes count client calls only (0, 1, ...). Agent tool calls
+      never appear here.
+    - ``tool_start``: the gateway is about to run an *agent* tool:
+      ``{"id": str, "name": str, "arguments": str}`` (arguments: the model's JSON text).
+    - ``tool_result``: that agent tool finished: ``{"id", "name", "arguments", "result": str,
+      "isError": bool}``; ``result`` is exactly what the model receives as the ``tool`` message.
+    - ``usage``: ``{"usage": Usage}``, once, summed over every provider round of the run.
     """
 
     stream: str

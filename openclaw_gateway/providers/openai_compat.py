@@ -7,25 +7,13 @@ same wire format. Upstream failures become ``UpstreamError`` subclasses with the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import urllib3
-from sseclient import SSEClient
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from sseclient import Event
 
-from ..agent.errors import (
-    UpstreamError,
-    UpstreamRateLimited,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
+from ..agent.errors import UpstreamError
 from ..agent.types import (
     CancelToken,
     Finish,
@@ -38,7 +26,7 @@ from ..agent.types import (
     UsageReport,
 )
 from ..config import ProviderSettings
-from .transport import body_chunks, interrupt_on_cancel, read_error_message
+from .transport import stream_post
 
 
 def _content(message: Message) -> Any:
@@ -103,66 +91,29 @@ class OpenAICompatProvider:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     def stream(self, call: ProviderCall, cancel: CancelToken) -> Iterator[ProviderEvent]:
-        response = None
-        finished = False
-        with interrupt_on_cancel(cancel):
-            try:
-                response = self._pool.urlopen(
-                    "POST",
-                    self._url,
-                    body=self._body(call),
-                    headers=self._headers,
-                    preload_content=False,
-                    retries=False,
-                    redirect=False,
-                    timeout=self._timeout,
-                )
-                if response.status >= 400:
-                    raise self._status_error(response)
-                if "text/event-stream" not in response.headers.get("content-type", ""):
-                    # A server that ignored "stream": answer from its JSON body.
-                    yield from _events_from_completion(_json(response.read()))
-                    finished = True
-                    return
-                for event in SSEClient(body_chunks(response)).events():
-                    if event.data == "[DONE]":
-                        finished = True
-                        break
-                    for item in _events_from_chunk(_json(event.data.encode())):
-                        if isinstance(item, Finish):
-                            finished = True
-                        yield item
-                if not finished:
-                    raise UpstreamError("The model provider ended the stream early.")
-            except NewConnectionError:
-                raise UpstreamUnreachable() from None
-            except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
-                raise UpstreamTimeout() from None
-            except (ProtocolError, HTTPError, OSError):
-                raise UpstreamError("The model provider closed the connection.") from None
-            finally:
-                if response is not None:
-                    if finished:
-                        response.drain_conn()
-                        response.release_conn()
-                    else:
-                        response.close()
+        return stream_post(
+            self._pool,
+            self._url,
+            body=self._body(call),
+            headers=self._headers,
+            timeout=self._timeout,
+            cancel=cancel,
+            secret=self.settings.api_key,
+            read_sse=_read_sse,
+            read_json=lambda raw: _events_from_completion(_json(raw)),
+        )
 
-    def _status_error(self, response: urllib3.BaseHTTPResponse) -> UpstreamError:
-        status = response.status
-        detail = read_error_message(response, secret=self.settings.api_key)
-        response.close()
-        if status == 429:
-            retry = response.headers.get("retry-after", "")
-            return UpstreamRateLimited(retry_after=int(retry) if retry.isdigit() else None)
-        if status in (401, 403):
-            return UpstreamError(
-                f"The model provider rejected the gateway's credentials (HTTP {status})."
-            )
-        if status in (408, 504):
-            return UpstreamTimeout()
-        suffix = f": {detail}" if detail and status < 500 else "."
-        return UpstreamError(f"The model provider returned HTTP {status}{suffix}")
+
+def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
+    finished = False
+    for event in events:
+        if event.data == "[DONE]":
+            return True
+        for item in _events_from_chunk(_json(event.data.encode())):
+            if isinstance(item, Finish):
+                finished = True
+            yield item
+    return finished
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 
 import gevent
 import urllib3
+from sseclient import Event, SSEClient
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
-from ..agent.errors import RunCancelled
-from ..agent.types import CancelToken
+from ..agent.errors import (
+    RunCancelled,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from ..agent.types import CancelToken, ProviderEvent
+
+# Turns the upstream's SSE events into provider events; returns True once the stream ended
+# properly (``[DONE]``, ``message_stop``), so an early end is an error, not a short reply.
+SseReader = Callable[[Iterator[Event]], Generator[ProviderEvent, None, bool]]
+JsonReader = Callable[[bytes], Iterator[ProviderEvent]]
 
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -76,3 +95,86 @@ def interrupt_on_cancel(cancel: CancelToken) -> Iterator[None]:
     finally:
         active = False
         forget()
+
+
+def status_error(response: urllib3.BaseHTTPResponse, *, secret: str) -> UpstreamError:
+    """Map an upstream HTTP error status to the error the client gets (and close it)."""
+    status = response.status
+    detail = read_error_message(response, secret=secret)
+    response.close()
+    if status == 429:
+        retry = response.headers.get("retry-after", "")
+        return UpstreamRateLimited(retry_after=int(retry) if retry.isdigit() else None)
+    if status in (401, 403):
+        return UpstreamError(
+            f"The model provider rejected the gateway's credentials (HTTP {status})."
+        )
+    if status in (408, 504):
+        return UpstreamTimeout()
+    suffix = f": {detail}" if detail and status < 500 else "."
+    error = UpstreamError(f"The model provider returned HTTP {status}{suffix}")
+    error.retryable = status >= 500
+    return error
+
+
+def _transient(message: str) -> UpstreamError:
+    error = UpstreamError(message)
+    error.retryable = True
+    return error
+
+
+def stream_post(
+    pool: urllib3.PoolManager,
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: urllib3.Timeout,
+    cancel: CancelToken,
+    secret: str,
+    read_sse: SseReader,
+    read_json: JsonReader,
+) -> Iterator[ProviderEvent]:
+    """POST ``body`` and yield the provider events of the streamed (or plain JSON) answer.
+
+    Every provider speaking HTTP goes through here: one place maps connect errors, timeouts and
+    HTTP statuses to ``UpstreamError`` subclasses, makes a cancel close the upstream at once, and
+    returns a cleanly finished connection to the pool (any other is closed).
+    """
+    response = None
+    finished = False
+    with interrupt_on_cancel(cancel):
+        try:
+            response = pool.urlopen(
+                "POST",
+                url,
+                body=body,
+                headers=headers,
+                preload_content=False,
+                retries=False,
+                redirect=False,
+                timeout=timeout,
+            )
+            if response.status >= 400:
+                raise status_error(response, secret=secret)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # A server that ignored "stream": answer from its JSON body.
+                yield from read_json(response.read())
+                finished = True
+                return
+            finished = yield from read_sse(SSEClient(body_chunks(response)).events())
+            if not finished:
+                raise _transient("The model provider ended the stream early.")
+        except NewConnectionError:
+            raise UpstreamUnreachable() from None
+        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
+            raise UpstreamTimeout() from None
+        except (ProtocolError, HTTPError, OSError):
+            raise _transient("The model provider closed the connection.") from None
+        finally:
+            if response is not None:
+                if finished:
+                    response.drain_conn()
+                    response.release_conn()
+                else:
+                    response.close()
