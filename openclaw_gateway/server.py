@@ -159,6 +159,8 @@ class _GatewayUpgrade:
         result = super().upgrade_connection()  # type: ignore[misc]
         websocket = self.environ.get("wsgi.websocket")
         if websocket is not None and not isinstance(websocket, GatewayWebSocket):
+            # Its __del__ sends a close frame unless it believes it is closed already.
+            websocket.closed = True
             websocket = GatewayWebSocket(self.environ, Stream(self), self)
             self.websocket = websocket
             self.environ["wsgi.websocket"] = websocket
