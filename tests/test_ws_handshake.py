@@ -226,4 +226,3 @@ def test_no_connect_within_the_deadline_closes_the_socket(
     code, reason = ws.close_code()
     assert code == 1008
     assert reason == "handshake timeout"
-
