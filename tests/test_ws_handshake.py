@@ -11,7 +11,7 @@ import urllib3
 
 from tests.conftest import TOKEN, GatewayProcess, base_config
 from tests.upstream import Upstream
-from tests.wsclient import CLIENT, Device, WsClient, connected, ws_url
+from tests.wsclient import CLIENT, Device, WsClient, ws_url
 
 
 @pytest.fixture
