@@ -116,23 +116,26 @@ class Hub:
         dispatch(self.context, conn, req)
 
     def _handshake(self, conn: Connection, challenge: Challenge, message: Any) -> None:
-        request_id = ""
         try:
             req = parse_request(message)
-            request_id = req.id
+        except WsError:
+            self._refuse(conn, "", invalid("invalid handshake: first request must be connect"))
+            return
+        try:
             hello = connect(self.runtime, conn.client_ip, challenge, req)
         except WsError as exc:
-            close = exc.close or CLOSE_POLICY
-            if not request_id and "first request must be connect" not in exc.message:
-                exc = invalid("invalid handshake: first request must be connect")
-            conn.send(error_response(request_id, exc))
-            conn.close(close, exc.message[:100])
+            self._refuse(conn, req.id, exc)
             return
         conn.authenticated = True
         conn.role = hello.role
         conn.scopes = frozenset(hello.scopes)
         conn.ws.max_message = self.runtime.settings.gateway.ws.max_payload
         conn.respond(req.id, hello_ok(self.runtime, hello, conn.conn_id, list(METHODS)))
+
+    def _refuse(self, conn: Connection, request_id: str, error: WsError) -> None:
+        """Answer the failed ``connect``, then close (1008 unless the error names a code)."""
+        conn.send(error_response(request_id, error))
+        conn.close(error.close or CLOSE_POLICY, error.message[:100])
 
 
 @public

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gevent.event import Event
 
@@ -31,8 +31,6 @@ class Run:
     ended_at: int | None = None
     error: str | None = None
     text: str = ""
-    # The final ``res`` payload and error of an ``agent`` run, for an idempotent retry.
-    final: dict[str, Any] | None = None
     watchers: set[Connection] = field(default_factory=set)
 
     def finish(self, status: str, ended_at: int, error: str | None = None) -> None:
@@ -68,7 +66,3 @@ class RunRegistry:
         return [
             r for r in self._by_id.values() if r.session_key == session_key and not r.done.is_set()
         ]
-
-    @property
-    def active(self) -> int:
-        return sum(1 for r in self._by_id.values() if not r.done.is_set())
