@@ -114,6 +114,18 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WsSettings:
+    """The WebSocket surface (``gateway.ws``); defaults are OpenClaw's."""
+
+    handshake_timeout_ms: int = 10_000
+    tick_interval_ms: int = 30_000
+    # Largest message after auth (before auth: 64 KiB, fixed).
+    max_payload: int = 25 * MiB
+    # Bytes queued for one socket before it counts as a slow consumer (closed with 1008).
+    max_buffered_bytes: int = 50 * MiB
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     port: int = DEFAULT_PORT
     bind: str = "loopback"
@@ -124,6 +136,7 @@ class GatewaySettings:
     http: HttpSettings = HttpSettings()
     metrics_public: bool = False
     drain_seconds: float = 25.0
+    ws: WsSettings = WsSettings()
 
 
 @dataclass(frozen=True)
@@ -398,6 +411,18 @@ def _read_http(gw: _Section) -> HttpSettings:
     return settings
 
 
+def _read_ws(gw: _Section) -> WsSettings:
+    ws = gw.section("ws")
+    settings = WsSettings(
+        handshake_timeout_ms=ws.number("handshakeTimeoutMs", 10_000, 100, 600_000, integer=True),
+        tick_interval_ms=ws.number("tickIntervalMs", 30_000, 10, 3_600_000, integer=True),
+        max_payload=ws.number("maxPayload", 25 * MiB, 64 * 1024, 1 << 31, integer=True),
+        max_buffered_bytes=ws.number("maxBufferedBytes", 50 * MiB, 1024, 1 << 34, integer=True),
+    )
+    ws.finish()
+    return settings
+
+
 def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) -> GatewaySettings:
     gw = root.section("gateway")
     port = gw.number("port", DEFAULT_PORT, 1, 65535, integer=True)
@@ -433,6 +458,7 @@ def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) ->
         http=http,
         metrics_public=metrics.boolean("public", False),
         drain_seconds=gw.number("drainSeconds", 25.0, 0, 3600),
+        ws=_read_ws(gw),
     )
     metrics.finish()
     gw.get("mode")  # OpenClaw's "local" | "remote": this gateway is always local.

@@ -11,7 +11,14 @@ from typing import Any
 from .agent.errors import Unavailable
 from .agent.prompt import WorkspacePrompts
 from .agent.run import run_agent
-from .agent.types import AgentRunRequest, AgentRunResult, CancelToken, Emit, SessionStore
+from .agent.types import (
+    AgentRunRequest,
+    AgentRunResult,
+    CancelToken,
+    Emit,
+    SessionInfo,
+    SessionStore,
+)
 from .config import Settings
 from .providers import build_providers
 from .providers.transport import new_pool
@@ -86,6 +93,15 @@ class Gateway:
             )
         finally:
             self.active_runs -= 1
+
+    def list_sessions(self, limit: int = 1000) -> list[SessionInfo]:
+        """The stored sessions, most recently updated first."""
+        return self.store.list_sessions(limit)
+
+    def history(self, session_key: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The last ``limit`` transcript entries of a session (all when ``None``), oldest first."""
+        entries = self.store.load(session_key)
+        return entries[-limit:] if limit else entries
 
     def ready(self) -> list[str]:
         """Names of failing dependencies (empty when ready)."""

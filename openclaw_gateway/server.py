@@ -1,20 +1,170 @@
 """The server layer: the gunicorn worker and the development server, with the stack's fixes.
 
-Known faults fixed here (DESIGN.md): gunicorn's access log under gevent-websocket (2), the
-dev server's missing TCP_NODELAY (5), and the client socket exposed to the app so a run notices a
-client that left (6). Nothing from the app is imported here: gunicorn's master loads this module.
+Known faults fixed here (DESIGN.md): gunicorn's access log under gevent-websocket (2), close
+codes that gevent-websocket drops (3), its missing frame-size limit and byte-by-byte unmasking (4),
+the dev server's missing TCP_NODELAY (5), and the client socket exposed to the app so a run
+notices a client that left (6). Nothing from the app is imported here: gunicorn's master loads
+this module.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Any
 
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, Stream, WebSocket
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 SOCKET_KEY = "openclaw.socket"
+# Until the app raises it (after auth), no message may be larger than this.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class MessageTooBig(ProtocolError):
+    """A frame (or a fragmented message) over the socket's ``max_message`` limit."""
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the 4-byte mask in C-speed integer arithmetic (the library loops per byte)."""
+    length = len(payload)
+    if not length:
+        return payload
+    key = (mask * (length // 4 + 1))[:length]
+    value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
+    return value.to_bytes(length, "little")
+
+
+class GatewayWebSocket(WebSocket):
+    """gevent-websocket's socket with real close codes, a message cap and fast unmasking.
+
+    ``receive`` never writes: a protocol fault or the peer's close frame is recorded in
+    ``close_code``/``close_reason`` and ``None`` returned, so the owner of the socket (the one
+    greenlet that writes) sends the close frame. Writing from the reader too would race it.
+    """
+
+    closed: bool
+
+    def __init__(self, environ: dict[str, Any], stream: Any, handler: Any) -> None:
+        super().__init__(environ, stream, handler)
+        self.max_message = DEFAULT_MAX_MESSAGE_BYTES
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.peer_close_code: int | None = None
+        # Set by the socket's owner so pongs go through its one writer.
+        self.on_ping: Any = None
+
+    def read_frame(self) -> tuple[Header, bytes]:
+        header = Header.decode_header(self.stream)
+        if header.flags:
+            raise ProtocolError("reserved bits set")
+        # Refuse before reading: the payload of a huge frame is never buffered or unmasked.
+        if header.length > self.max_message:
+            raise MessageTooBig(f"frame of {header.length} bytes")
+        if not header.length:
+            return header, b""
+        payload = self.raw_read(header.length)
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = unmask(payload, header.mask)
+        return header, payload
+
+    def read_message(self) -> Any:
+        opcode = None
+        message = bytearray()
+        while True:
+            header, payload = self.read_frame()
+            if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+                if opcode:
+                    raise ProtocolError("a new message inside a fragmented one")
+                opcode = header.opcode
+            elif header.opcode == self.OPCODE_CONTINUATION:
+                if not opcode:
+                    raise ProtocolError("continuation without a message")
+            elif header.opcode == self.OPCODE_PING:
+                if self.on_ping is not None:
+                    self.on_ping(payload)
+                else:
+                    self.send_frame(payload, self.OPCODE_PONG)
+                continue
+            elif header.opcode == self.OPCODE_PONG:
+                continue
+            elif header.opcode == self.OPCODE_CLOSE:
+                self._peer_closed(payload)
+                return None
+            else:
+                raise ProtocolError(f"unexpected opcode {header.opcode}")
+            message += payload
+            if len(message) > self.max_message:
+                raise MessageTooBig(f"message of {len(message)} bytes")
+            if header.fin:
+                break
+        if opcode == self.OPCODE_TEXT:
+            return message.decode("utf-8")
+        return bytes(message)
+
+    def _peer_closed(self, payload: bytes) -> None:
+        code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
+        self.peer_close_code = code
+        # Echo a valid code back (RFC 6455 5.5.1); anything odd becomes a protocol error.
+        self._fault(code if self._is_valid_close_code(code) else 1002, "")
+
+    def _fault(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+    def receive(self) -> Any:
+        """The next message, or ``None`` once the socket is done (see ``close_code``)."""
+        if self.closed:
+            return None
+        try:
+            return self.read_message()
+        except MessageTooBig:
+            self._fault(1009, "message too big")
+        except UnicodeError:
+            self._fault(1007, "invalid utf-8")
+        except ProtocolError:
+            self._fault(1002, "protocol error")
+        except OSError:
+            pass  # the peer went away: nobody to send a close frame to
+        return None
+
+    def close_frame(self, code: int = 1000, reason: str = "") -> bytes:
+        """The close frame's payload: the 2-byte code, then at most 123 bytes of reason."""
+        return struct.pack("!H", code) + reason.encode("utf-8")[:123]
+
+    def close(self, code: int = 1000, message: Any = b"") -> None:
+        """Send a close frame that carries ``code`` (the library sends none), then mark closed."""
+        if self.closed:
+            return
+        reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        try:
+            self.send_frame(self.close_frame(code, reason or ""), self.OPCODE_CLOSE)
+        except (OSError, WebSocketError):
+            pass  # the peer is gone; closing anyway
+        finally:
+            self.closed = True
+
+
+class _GatewayUpgrade:
+    """Hand the app a ``GatewayWebSocket`` instead of the library's ``WebSocket``."""
+
+    environ: dict[str, Any]
+
+    def upgrade_connection(self) -> Any:
+        result = super().upgrade_connection()  # type: ignore[misc]
+        websocket = self.environ.get("wsgi.websocket")
+        if websocket is not None and not isinstance(websocket, GatewayWebSocket):
+            # Its __del__ sends a close frame unless it believes it is closed already.
+            websocket.closed = True
+            websocket = GatewayWebSocket(self.environ, Stream(self), self)
+            self.websocket = websocket
+            self.environ["wsgi.websocket"] = websocket
+        return result
 
 
 class _SocketInEnviron:
@@ -26,11 +176,11 @@ class _SocketInEnviron:
         return environ  # type: ignore[no-any-return]
 
 
-class GatewayHandler(_SocketInEnviron, PyWSGIHandler, WebSocketHandler):
+class GatewayHandler(_SocketInEnviron, _GatewayUpgrade, PyWSGIHandler, WebSocketHandler):
     """gunicorn's handler first in the MRO (access log), then gevent-websocket's upgrade."""
 
 
-class DevHandler(_SocketInEnviron, WebSocketHandler):
+class DevHandler(_SocketInEnviron, _GatewayUpgrade, WebSocketHandler):
     """The development server's handler."""
 
 
