@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .agent.errors import Unavailable
+from .agent.errors import GatewayError, RunCancelled, Unavailable, UpstreamError
 from .agent.run import run_agent
 from .agent.types import AgentRunRequest, AgentRunResult, CancelToken, Emit, SessionStore
 from .config import Settings
+from .metrics import Metrics
 from .providers import build_providers
 from .providers.transport import new_pool
 from .routing import Route, route
@@ -41,6 +42,7 @@ class Gateway:
         self.draining = False
         self.active_runs = 0
         self._drain_listeners: list[Callable[[], None]] = []
+        self.metrics = Metrics(settings.metrics_dir)
 
     def add_drain_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` when the process starts draining (SIGTERM): surfaces say goodbye."""
@@ -68,11 +70,13 @@ class Gateway:
         cancel: CancelToken | None = None,
     ) -> AgentRunResult:
         """Run one agent turn with this process's providers and store."""
+        metrics = self.metrics
         if self.draining:
+            metrics.runs.labels("refused").inc()
             raise Unavailable()
         self.active_runs += 1
         try:
-            return run_agent(
+            result = run_agent(
                 request,
                 providers=self.providers,
                 store=self.store,
@@ -81,8 +85,22 @@ class Gateway:
                 lock_wait_seconds=self.settings.session.lock_wait_ms / 1000,
                 max_turns=self.settings.session.max_turns,
             )
+        except RunCancelled:
+            metrics.runs.labels("cancelled").inc()
+            raise
+        except GatewayError as exc:
+            metrics.runs.labels("error").inc()
+            if isinstance(exc, UpstreamError):
+                metrics.upstream_errors.labels(exc.code or "upstream_error").inc()
+            raise
+        except BaseException:
+            metrics.runs.labels("error").inc()
+            raise
         finally:
             self.active_runs -= 1
+        metrics.runs.labels("ok").inc()
+        metrics.count_tokens(result.usage)
+        return result
 
     def ready(self) -> list[str]:
         """Names of failing dependencies (empty when ready)."""
