@@ -98,6 +98,7 @@ class RequestObserver:
             "path": environ.get("PATH_INFO", ""),
             "status": status,
             "duration_ms": round(seconds * 1000, 1),
+            "pid": os.getpid(),  # which worker: figures per worker add up in /metrics
         }
         line.update(fields)
         self.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")

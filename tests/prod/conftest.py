@@ -166,7 +166,11 @@ def open_stream(
         "POST",
         base_url + "/v1/chat/completions",
         body=json.dumps(
-            {"model": "openclaw", "stream": True, "messages": [{"role": "user", "content": content}]}
+            {
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": content}],
+            }
             | body
         ),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

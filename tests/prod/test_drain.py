@@ -67,9 +67,7 @@ def test_sigterm_refuses_new_runs_with_503(upstream, start_gateway, http):
     assert stream.rest()[-1].data == "[DONE]"
 
 
-def test_sigterm_ends_a_stream_longer_than_the_window_with_error_and_done(
-    upstream, start_gateway
-):
+def test_sigterm_ends_a_stream_longer_than_the_window_with_error_and_done(upstream, start_gateway):
     gw = start_gateway(base_config(upstream, drainSeconds=1))
     stream = open_stream(gw.url, "[[upstream:slow interval=0.5 chunks=40]] a long one")
     _first_content(stream)
