@@ -410,6 +410,22 @@ def _read_http(gw: _Section, env: Mapping[str, str]) -> HttpSettings:
     return settings
 
 
+def _drain_seconds(gw: _Section, env: Mapping[str, str]) -> float:
+    seconds: float = gw.number("drainSeconds", 25.0, 0, 3600)
+    # PaaS: fit the drain inside the platform's stop timeout (Heroku: 30 s) without a file.
+    raw = env.get("OPENCLAW_DRAIN_SECONDS", "").strip()
+    if raw:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1
+        if not 0 <= seconds <= 3600:
+            raise ConfigError(
+                f"OPENCLAW_DRAIN_SECONDS: expected seconds from 0 to 3600, received {raw!r}"
+            )
+    return seconds
+
+
 def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) -> GatewaySettings:
     gw = root.section("gateway")
     port = gw.number("port", DEFAULT_PORT, 1, 65535, integer=True)
@@ -443,7 +459,7 @@ def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) ->
         allow_real_ip_fallback=gw.boolean("allowRealIpFallback", False),
         http=http,
         metrics_public=metrics.boolean("public", False),
-        drain_seconds=gw.number("drainSeconds", 25.0, 0, 3600),
+        drain_seconds=_drain_seconds(gw, env),
     )
     metrics.finish()
     gw.get("mode")  # OpenClaw's "local" | "remote": this gateway is always local.
