@@ -88,7 +88,10 @@ class _DrainAware:
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Any:
         drain: _Drain | None = getattr(self.server, "drain", None)
-        if drain is not None and drain.draining and not status.startswith("101"):
+        draining = drain is not None and drain.draining
+        # pywsgi closes after this response without saying so on HTTP/1.1 (when the client
+        # asked for close, or we drain); a client that is not told may reuse the dead socket.
+        if (draining or getattr(self, "close_connection", False)) and not status.startswith("101"):
             headers = [(k, v) for k, v in headers if k.lower() != "connection"]
             headers.append(("Connection", "close"))
             self.close_connection = True

@@ -8,7 +8,7 @@ import re
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TOKEN, base_config, unique, wait_until
-from tests.prod.conftest import log_line_for, log_lines
+from tests.prod.conftest import log_line_for, log_lines, open_stream
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -130,3 +130,24 @@ def test_logging_content_true_logs_the_message_text(upstream, start_gateway, htt
     assert line["input"] == text
     assert line["output"] == f"You said: {text}"
     assert TOKEN not in gw.log()
+
+
+def test_active_streams_gauge_counts_an_open_stream(gateway, upstream, http):
+    gauge = ("openclaw_active_streams", ())
+    stream = open_stream(gateway.url, "[[upstream:slow interval=0.3 chunks=4]] gauge")
+    stream.next_event()
+    assert _samples(http, gateway.url)[gauge] == 1
+    assert stream.rest()[-1].data == "[DONE]"
+    wait_until(lambda: _samples(http, gateway.url)[gauge] == 0, 10, "the gauge to drop")
+
+
+def test_upstream_errors_and_failed_runs_are_counted(gateway, upstream, http):
+    before = _samples(http, gateway.url)
+    response = _chat(http, gateway.url, "[[upstream:error status=500]] fail")
+    assert response.status >= 500
+    code = json.loads(response.data)["error"]["code"]
+    errors = ("openclaw_upstream_errors_total", (("code", code),))
+    runs = ("openclaw_runs_total", (("outcome", "error"),))
+    after = _samples(http, gateway.url)
+    assert after[errors] - before.get(errors, 0) == 1
+    assert after[runs] - before.get(runs, 0) == 1

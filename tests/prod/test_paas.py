@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from tests.conftest import ROOT, TOKEN, GatewayProcess, unique
+from tests.conftest import ROOT, TOKEN, GatewayProcess, unique, wait_until
 
 
 def test_procfile_command_with_only_env_vars_serves_a_chat(upstream, tmp_path, http):
@@ -46,3 +46,13 @@ def test_procfile_command_with_only_env_vars_serves_a_chat(upstream, tmp_path, h
         assert "Listening at: http://0.0.0.0:" in gw.log()
     finally:
         gw.stop()
+
+
+def test_gunicorn_access_log_works_with_the_gateway_worker(upstream, start_gateway, http):
+    # gevent-websocket's own worker loses it (DESIGN fault 2); GUNICORN_CMD_ARGS turns it on.
+    gw = start_gateway(
+        None, env={"GUNICORN_CMD_ARGS": "--access-logfile - --access-logformat '%(r)s %(s)s'"}
+    )
+    path = "/healthz?probe=" + unique("access")
+    assert http.request("GET", gw.url + path).status == 200
+    wait_until(lambda: f"GET {path} HTTP/1.1 200" in gw.log(), 10, "gunicorn's access line")
