@@ -14,12 +14,11 @@ def test_sse_chunks_arrive_through_nginx_while_upstream_is_still_sending(
     nginx = start_nginx(gateway.port)
     stream = open_stream(nginx.url, "[[upstream:slow interval=0.5 chunks=4]] spaced out")
     assert stream.headers["Content-Type"].startswith("text/event-stream")
-    content = None
-    while content is None:
+    while True:
         event = stream.next_event()
         assert event is not None, "stream ended before any content"
         if event.json()["choices"][0]["delta"].get("content"):
-            content = event
+            break
     # Buffered by nginx, the first content would only arrive once the upstream had finished.
     still_streaming = upstream.active_streams
     events = stream.rest()
