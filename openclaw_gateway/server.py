@@ -33,21 +33,24 @@ class _SocketInEnviron:
 
 
 class _Drain:
-    """One worker's drain state: its servers, and the keep-alive connections idle between requests."""
+    """One worker's drain state: its servers, and the connections waiting for a request line."""
 
     def __init__(self) -> None:
         self.draining = False
         self.servers: list[GatewayServer] = []
-        self.idle: set[_DrainAware] = set()
+        self.waiting: set[_DrainAware] = set()
 
-    def busy(self) -> bool:
-        return any(len(server.pool) for server in self.servers)
+    def in_flight(self) -> int:
+        """Connections with a request being read or answered (a stream, a socket)."""
+        return sum(len(server.pool) for server in self.servers) - len(self.waiting)
 
-    def close_idle(self) -> None:
-        """Close keep-alive connections waiting for their next request (they would hold the
-        worker until graceful_timeout); connections that never sent a request are served."""
-        for handler in list(self.idle):
-            handler.hang_up()
+    def close_idle(self, include_new: bool = False) -> None:
+        """Close connections waiting for a request: they would hold the worker until
+        graceful_timeout. Keep-alives go at once; new ones only at the end (their request may
+        be on its way)."""
+        for handler in list(self.waiting):
+            if include_new or handler.served:
+                handler.hang_up()
 
 
 class GatewayServer(PyWSGIServer):  # type: ignore[misc]
@@ -62,21 +65,20 @@ class _DrainAware:
 
     server: Any
     socket: Any
-    _served = False
+    served = False  # a request came on this connection before: waiting now is keep-alive
 
     def read_requestline(self) -> str:
         drain: _Drain | None = getattr(self.server, "drain", None)
         if drain is None:
             return super().read_requestline()  # type: ignore[misc,no-any-return]
-        if drain.draining and self._served:
+        if drain.draining and self.served:
             return ""  # a keep-alive connection after its last response: close it
-        if self._served:
-            drain.idle.add(self)
+        drain.waiting.add(self)
         try:
             return super().read_requestline()  # type: ignore[misc,no-any-return]
         finally:
-            drain.idle.discard(self)
-            self._served = True
+            drain.waiting.discard(self)
+            self.served = True
 
     def hang_up(self) -> None:
         try:
@@ -136,8 +138,9 @@ class GatewayWorker(GeventWebSocketWorker):
         self.drain.close_idle()
         # Leave gunicorn's own stop a moment before the master's SIGKILL at graceful_timeout.
         deadline = time.monotonic() + max(self.cfg.graceful_timeout - 2, 0)
-        while self.drain.busy() and time.monotonic() < deadline:
+        while self.drain.in_flight() > 0 and time.monotonic() < deadline:
             gevent.sleep(0.1)
+        self.drain.close_idle(include_new=True)
         self.alive = False
 
 
