@@ -99,9 +99,7 @@ def test_sigterm_closes_idle_keepalive_connections_instead_of_waiting_for_them(
     assert idle.sock.recv(1) == b""  # closed by the gateway, not left hanging
 
 
-def test_sigterm_does_not_wait_for_a_connection_that_never_sends_a_request(
-    upstream, start_gateway
-):
+def test_sigterm_does_not_wait_for_a_connection_that_never_sends_a_request(upstream, start_gateway):
     gw = start_gateway(base_config(upstream, drainSeconds=60))  # graceful_timeout 70 s
     silent = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
     gw.signal(signal.SIGTERM)
