@@ -59,6 +59,12 @@ class Gateway:
             except Exception:
                 log.exception("drain listener failed")
 
+    def refuse_if_draining(self) -> None:
+        """Raise ``Unavailable`` (503) once draining; a surface may check before it answers."""
+        if self.draining:
+            self.metrics.runs.labels("refused").inc()
+            raise Unavailable()
+
     def route(self, **kwargs: Any) -> Route:
         return route(self.settings, **kwargs)
 
@@ -71,9 +77,7 @@ class Gateway:
     ) -> AgentRunResult:
         """Run one agent turn with this process's providers and store."""
         metrics = self.metrics
-        if self.draining:
-            metrics.runs.labels("refused").inc()
-            raise Unavailable()
+        self.refuse_if_draining()
         self.active_runs += 1
         try:
             result = run_agent(

@@ -66,8 +66,7 @@ def chat_completions() -> Response:
     chat = parse_chat_request(body, settings)
     run = _run_request(runtime, chat)
     note_run(run)
-    if runtime.draining:
-        raise Unavailable()  # before a stream's 200 goes out
+    runtime.refuse_if_draining()  # before a stream's 200 goes out
     model = chat.model if chat.model is not None else "openclaw"
     completion_id = f"chatcmpl_{uuid.uuid4()}"
     created = int(time.time())
