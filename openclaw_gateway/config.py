@@ -160,6 +160,8 @@ class Settings:
     state_dir: str = ""
     config_path: str | None = None
     log_content: bool = False
+    # PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py sets it): metrics summed across workers.
+    metrics_dir: str = ""
     ignored_keys: tuple[str, ...] = ()
     # Keys warned about at start-up besides the ignored ones (e.g. auth off on loopback).
     notices: tuple[str, ...] = ()
@@ -384,13 +386,27 @@ def _read_auth(gw: _Section, env: Mapping[str, str], host: str, notices: list[st
     return AuthSettings(mode=mode, token=token, password=password, rate_limit=rate_limit)
 
 
-def _read_http(gw: _Section) -> HttpSettings:
+def _env_switch(env: Mapping[str, str], name: str) -> bool | None:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected 1/true/yes/on or 0/false/no/off, received {value!r}")
+
+
+def _read_http(gw: _Section, env: Mapping[str, str]) -> HttpSettings:
     http = gw.section("http")
     endpoints = http.section("endpoints")
     cc = endpoints.section("chatCompletions")
     images = cc.section("images")
+    enabled = cc.boolean("enabled", False)
+    # PaaS: turn the endpoint on (or off) without a config file.
+    switch = _env_switch(env, "OPENCLAW_CHAT_COMPLETIONS")
     chat = ChatCompletionsSettings(
-        enabled=cc.boolean("enabled", False),
+        enabled=enabled if switch is None else switch,
         max_body_bytes=cc.number("maxBodyBytes", 20 * MiB, 1, 1 << 40, integer=True),
         keepalive_seconds=cc.number("keepaliveSeconds", 15.0, 0, 3600),
         images_allow_url=images.boolean("allowUrl", False),
@@ -423,6 +439,22 @@ def _read_ws(gw: _Section) -> WsSettings:
     return settings
 
 
+def _drain_seconds(gw: _Section, env: Mapping[str, str]) -> float:
+    seconds: float = gw.number("drainSeconds", 25.0, 0, 3600)
+    # PaaS: fit the drain inside the platform's stop timeout (Heroku: 30 s) without a file.
+    raw = env.get("OPENCLAW_DRAIN_SECONDS", "").strip()
+    if raw:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1
+        if not 0 <= seconds <= 3600:
+            raise ConfigError(
+                f"OPENCLAW_DRAIN_SECONDS: expected seconds from 0 to 3600, received {raw!r}"
+            )
+    return seconds
+
+
 def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) -> GatewaySettings:
     gw = root.section("gateway")
     port = gw.number("port", DEFAULT_PORT, 1, 65535, integer=True)
@@ -446,7 +478,7 @@ def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) ->
             raise ConfigError(
                 f"gateway.trustedProxies[{i}]: expected an IP address or CIDR"
             ) from None
-    http = _read_http(gw)
+    http = _read_http(gw, env)
     metrics = gw.section("metrics")
     settings = GatewaySettings(
         port=port,
@@ -457,7 +489,7 @@ def _read_gateway(root: _Section, env: Mapping[str, str], notices: list[str]) ->
         allow_real_ip_fallback=gw.boolean("allowRealIpFallback", False),
         http=http,
         metrics_public=metrics.boolean("public", False),
-        drain_seconds=gw.number("drainSeconds", 25.0, 0, 3600),
+        drain_seconds=_drain_seconds(gw, env),
         ws=_read_ws(gw),
     )
     metrics.finish()
@@ -697,6 +729,7 @@ def parse_settings(
         state_dir=state_dir,
         config_path=config_path,
         log_content=log_content,
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
         ignored_keys=tuple(ignored),
         notices=tuple(notices),
     )

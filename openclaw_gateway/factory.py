@@ -12,6 +12,7 @@ from .config import Settings, load_settings, parse_settings, resolve_config_path
 from .http import register_http
 from .http.context import EXTENSION_KEY
 from .runtime import Gateway
+from .server import DRAIN_HOOK
 from .ws.route import register_ws
 
 
@@ -31,4 +32,6 @@ def build_app(config: Settings | Mapping[str, Any] | str | None = None) -> Flask
     app.extensions[EXTENSION_KEY] = runtime
     register_http(app, settings.gateway.http.chat_completions.enabled)
     register_ws(app)
+    # The gunicorn worker calls this on SIGTERM (it finds the hook on the loaded app).
+    setattr(app, DRAIN_HOOK, runtime.start_drain)
     return app

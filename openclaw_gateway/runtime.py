@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .agent.errors import Unavailable
+from .agent.errors import GatewayError, RunCancelled, Unavailable, UpstreamError
 from .agent.prompt import WorkspacePrompts
 from .agent.run import run_agent
 from .agent.types import (
@@ -20,6 +20,7 @@ from .agent.types import (
     SessionStore,
 )
 from .config import Settings
+from .metrics import Metrics
 from .providers import build_providers
 from .providers.transport import new_pool
 from .routing import Route, route
@@ -50,6 +51,7 @@ class Gateway:
         self.active_runs = 0
         self._drain_listeners: list[Callable[[], None]] = []
         self.workspace_prompts = WorkspacePrompts()
+        self.metrics = Metrics(settings.metrics_dir)
 
     def add_drain_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` when the process starts draining (SIGTERM): surfaces say goodbye."""
@@ -66,6 +68,12 @@ class Gateway:
             except Exception:
                 log.exception("drain listener failed")
 
+    def refuse_if_draining(self) -> None:
+        """Raise ``Unavailable`` (503) once draining; a surface may check before it answers."""
+        if self.draining:
+            self.metrics.runs.labels("refused").inc()
+            raise Unavailable()
+
     def route(self, **kwargs: Any) -> Route:
         return route(self.settings, **kwargs)
 
@@ -77,11 +85,11 @@ class Gateway:
         cancel: CancelToken | None = None,
     ) -> AgentRunResult:
         """Run one agent turn with this process's providers and store."""
-        if self.draining:
-            raise Unavailable()
+        metrics = self.metrics
+        self.refuse_if_draining()
         self.active_runs += 1
         try:
-            return run_agent(
+            result = run_agent(
                 request,
                 providers=self.providers,
                 store=self.store,
@@ -91,8 +99,22 @@ class Gateway:
                 max_turns=self.settings.session.max_turns,
                 workspace_prompts=self.workspace_prompts,
             )
+        except RunCancelled:
+            metrics.runs.labels("cancelled").inc()
+            raise
+        except GatewayError as exc:
+            metrics.runs.labels("error").inc()
+            if isinstance(exc, UpstreamError):
+                metrics.upstream_errors.labels(exc.code or "upstream_error").inc()
+            raise
+        except BaseException:
+            metrics.runs.labels("error").inc()
+            raise
         finally:
             self.active_runs -= 1
+        metrics.runs.labels("ok").inc()
+        metrics.count_tokens(result.usage)
+        return result
 
     def list_sessions(self, limit: int = 1000) -> list[SessionInfo]:
         """The stored sessions, most recently updated first."""

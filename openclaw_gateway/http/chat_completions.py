@@ -12,14 +12,16 @@ import gevent
 from flask import Blueprint, Response, request
 from gevent.queue import Empty, Queue
 
-from ..agent.errors import GatewayError, RunCancelled
+from ..agent.errors import GatewayError, RunCancelled, Unavailable
 from ..agent.types import AgentEvent, AgentRunRequest, AgentRunResult, CancelToken
 from ..runtime import Gateway
 from .context import gateway
 from .disconnect import watch_disconnect
 from .errors import JSON_TYPE
+from .observe import note_output, note_run
 from .protocol import ChatRequest, parse_chat_request, parse_json, read_body
 from .sse import DONE, PING, STREAM_HEADERS, ChunkFramer, compact_json, error_frame
+from .streams import DRAIN_DEADLINE, open_streams
 
 log = logging.getLogger("openclaw_gateway.http")
 
@@ -63,6 +65,8 @@ def chat_completions() -> Response:
     body = parse_json(read_body(request.environ, settings.max_body_bytes))
     chat = parse_chat_request(body, settings)
     run = _run_request(runtime, chat)
+    note_run(run)
+    runtime.refuse_if_draining()  # before a stream's 200 goes out
     model = chat.model if chat.model is not None else "openclaw"
     completion_id = f"chatcmpl_{uuid.uuid4()}"
     created = int(time.time())
@@ -75,6 +79,7 @@ def chat_completions() -> Response:
     except RunCancelled:
         # The client left: nobody reads this, and nginx's 499 names it in the access log.
         return Response(status=499)
+    note_output(result.text)
     return Response(_completion_body(result, completion_id, created, model), content_type=JSON_TYPE)
 
 
@@ -121,6 +126,7 @@ def _stream(
     events: Queue[Any] = Queue()
     cancel = CancelToken()
     environ = request.environ
+    streams = open_streams()
 
     def runner() -> None:
         try:
@@ -148,6 +154,7 @@ def _stream(
         return iter(())
 
     def generate() -> Iterator[bytes]:
+        streams.add(events)
         try:
             yield framer.choice({"role": "assistant"})
             for item in _queued(first, events, keepalive):
@@ -167,11 +174,17 @@ def _stream(
                     yield error_frame(item)
                     yield DONE
                     return
+                elif item is DRAIN_DEADLINE:
+                    cancel.set()
+                    yield error_frame(Unavailable("The gateway is shutting down."))
+                    yield DONE
+                    return
                 else:
                     return
         finally:
             # A client that left (GeneratorExit) or a finished run: stop the run either way.
             cancel.set()
+            streams.discard(events)
             if watcher is not None:
                 watcher.kill(block=False)
 
