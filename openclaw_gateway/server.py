@@ -187,6 +187,8 @@ class _Drain:
 
     def __init__(self) -> None:
         self.draining = False
+        # The last phase: the worker is about to stop; no new request is read any more.
+        self.final = False
         self.servers: list[GatewayServer] = []
         self.waiting: set[_DrainAware] = set()
 
@@ -221,8 +223,8 @@ class _DrainAware:
         drain: _Drain | None = getattr(self.server, "drain", None)
         if drain is None:
             return super().read_requestline()  # type: ignore[misc,no-any-return]
-        if drain.draining and self.served:
-            return ""  # a keep-alive connection after its last response: close it
+        if drain.draining and (self.served or drain.final):
+            return ""  # a keep-alive after its last response, or too late: close it
         drain.waiting.add(self)
         try:
             return super().read_requestline()  # type: ignore[misc,no-any-return]
@@ -292,6 +294,11 @@ class GatewayWorker(GeventWebSocketWorker):
         deadline = time.monotonic() + max(self.cfg.graceful_timeout - 2, 0)
         while self.drain.in_flight() > 0 and time.monotonic() < deadline:
             gevent.sleep(0.1)
+        # Stop accepting here: a connection accepted in gunicorn's last second would otherwise
+        # hold the worker until graceful_timeout.
+        self.drain.final = True
+        for server in self.drain.servers:
+            server.close()
         self.drain.close_idle(include_new=True)
         self.alive = False
 
