@@ -735,6 +735,13 @@ def parse_settings(
     )
 
 
+def settings_from_dict(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Validate a config given as a dict (tests, embedding) with the process's environment."""
+    env = dict(os.environ) if env is None else env
+    _, state_dir = resolve_config_path(None, env)
+    return parse_settings(dict(raw), env, state_dir)
+
+
 def load_settings(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Find, read and validate the config; raise ``ConfigError`` with one line on any problem."""
     env = dict(os.environ) if env is None else env

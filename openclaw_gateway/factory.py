@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
-from .config import Settings, load_settings, parse_settings, resolve_config_path
+from .config import Settings, load_settings, settings_from_dict
 from .http import register_http
 from .http.context import EXTENSION_KEY
 from .runtime import Gateway
@@ -21,8 +20,7 @@ def _settings(config: Settings | Mapping[str, Any] | str | None) -> Settings:
         return config
     if config is None or isinstance(config, str):
         return load_settings(config)
-    _, state_dir = resolve_config_path(None)
-    return parse_settings(dict(config), dict(os.environ), state_dir)
+    return settings_from_dict(config)
 
 
 def build_app(config: Settings | Mapping[str, Any] | str | None = None) -> Flask:
