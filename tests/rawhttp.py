@@ -172,3 +172,53 @@ def data_payloads(body: bytes) -> list[Any]:
         data = event[len(b"data: ") :]
         out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
     return out
+
+
+class SseStream:
+    """A streaming chat completion on a raw socket, read event by event."""
+
+    def __init__(
+        self,
+        port: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        body = json.dumps(payload).encode()
+        all_headers = {**AUTH, "Content-Type": "application/json", **(headers or {})}
+        self.sock = connect(port, timeout)
+        self.sock.sendall(request_bytes("POST", "/v1/chat/completions", all_headers, body))
+        self.reader = Reader(self.sock)
+        self.status, _, self.headers = self.reader.head()
+        self._chunks = self.reader.chunks()
+        self._pending = b""
+        self.raw = b""  # every body byte read so far
+
+    def next_event(self) -> bytes | None:
+        """The next event's bytes without its blank line; None at the end of the body."""
+        while b"\n\n" not in self._pending:
+            piece = next(self._chunks, None)
+            if piece is None:
+                assert not self._pending, self._pending
+                return None
+            self.raw += piece
+            self._pending += piece
+        event, _, self._pending = self._pending.partition(b"\n\n")
+        return event
+
+    def rest(self) -> list[bytes]:
+        """Every remaining event."""
+        events = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> SseStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
