@@ -7,7 +7,7 @@ config file; the reasons for each setting are beside it.
 import os
 import sys
 
-from openclaw_gateway.config import ConfigError, load_settings
+from openclaw_gateway.config import ConfigError, describe_startup, load_settings
 
 try:
     _settings = load_settings()
@@ -15,6 +15,11 @@ except ConfigError as exc:
     # One clear line, and no half-started server.
     print(f"openclaw-gateway: {exc}", file=sys.stderr)
     sys.exit(2)
+
+# What was loaded, as app.py prints it: auth mode, agents, providers, and the one line naming
+# the config keys this gateway ignores (printed once, by the master).
+for _line in describe_startup(_settings):
+    print(f"openclaw-gateway: {_line}", file=sys.stderr, flush=True)
 
 # gevent-websocket's worker with our fixes (access log, close codes, frame cap): one greenlet per
 # request or socket, so thousands of idle streams cost memory, not threads.
