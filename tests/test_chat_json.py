@@ -225,3 +225,14 @@ def test_an_unreachable_upstream_is_502(faulty_gateway):
 def test_a_failed_run_leaves_the_gateway_serving(faulty_gateway, upstream):
     post_chat(faulty_gateway.port, {"model": "openclaw/dead", "messages": HI})
     assert post_chat(faulty_gateway.port, {"messages": HI}).status == 200
+
+
+def test_tool_choice_required_that_the_model_ignores_is_502(gateway, upstream):
+    payload = {
+        "messages": HI,
+        "tools": [{"type": "function", "function": {"name": "lookup"}}],
+        "tool_choice": "required",
+    }
+    response = post_chat(gateway.port, payload)
+    assert response.status == 502
+    assert response.json()["error"]["type"] == "api_error"

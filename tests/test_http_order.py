@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import GatewayProcess, base_config
-from tests.rawhttp import AUTH, post_chat, send
+from tests.rawhttp import AUTH, Reader, connect, post_chat, send
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -259,3 +259,25 @@ def test_a_client_request_id_is_echoed_on_a_401(gateway):
     response = send(gateway.port, "GET", "/v1/models", {"X-Request-ID": "trace-401"})
     assert response.status == 401
     assert response.headers["x-request-id"] == "trace-401"
+
+
+def test_a_malformed_chunked_body_is_400(gateway):
+    with connect(gateway.port) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer test-token\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"zz\r\n{}\r\n0\r\n\r\n"
+        )
+        response = Reader(sock).response()
+    assert response.status == 400
+    assert response.json()["error"]["message"] == "The request body could not be read."
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_a_malformed_content_length_is_400(gateway, length):
+    with connect(gateway.port) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer test-token\r\nContent-Length: %s\r\n\r\n{}" % length.encode()
+        )
+        assert Reader(sock).response().status == 400
