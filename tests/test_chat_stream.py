@@ -12,7 +12,13 @@ import pytest
 from tests.cli_run import transcript
 from tests.conftest import GatewayProcess, base_config, free_port, unique
 from tests.rawhttp import SseStream, connect, post_chat, request_bytes
-from tests.upstream import count_completion_tokens, count_prompt_tokens, error, tool_call
+from tests.upstream import (
+    count_completion_tokens,
+    count_prompt_tokens,
+    error,
+    reply,
+    tool_call,
+)
 
 HI = [{"role": "user", "content": "hi"}]
 STREAM_HEADERS = {
@@ -116,6 +122,13 @@ def test_role_chunk_first_then_content_then_finish_then_done(gateway, upstream):
     assert done == "[DONE]"
 
 
+def test_content_chunks_follow_the_upstream_chunks(gateway, upstream):
+    upstream.script(reply("alpha beta gamma delta", chunks=4))
+    chunks = _all(gateway, {})
+    pieces = [c["choices"][0]["delta"]["content"] for c in chunks[1:-2]]
+    assert pieces == ["alpha ", "beta ", "gamma ", "delta"]
+
+
 def test_every_chunk_has_the_same_id_created_and_model(gateway, upstream):
     chunks = _all(gateway, {"model": "OpenClaw/Writer"})[:-1]
     assert {(c["id"], c["created"], c["model"], c["object"]) for c in chunks} == {
@@ -156,16 +169,12 @@ def test_include_usage_false_adds_nothing(gateway, upstream):
 
 
 def test_finish_reason_length_streams_through(gateway, upstream):
-    from tests.upstream import reply
-
     upstream.script(reply("partial", finish_reason="length"))
     chunks = _all(gateway, {})
     assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "finish_reason": "length"}]
 
 
 def test_empty_reply_streams_no_response_from_openclaw(gateway, upstream):
-    from tests.upstream import reply
-
     upstream.script(reply(""))
     assert _text(_all(gateway, {})) == "No response from OpenClaw."
 

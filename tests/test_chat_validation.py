@@ -14,6 +14,7 @@ from tests.rawhttp import post_chat
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake png bytes").decode()
 DATA_URI = f"data:image/png;base64,{PNG}"
+IMAGE_BYTES = len(base64.b64decode(PNG))
 HI = [{"role": "user", "content": "hi"}]
 MISSING = "Missing user message in `messages`."
 INVALID_IMAGE = "Invalid image_url content in `messages`."
@@ -22,7 +23,10 @@ INVALID_IMAGE = "Invalid image_url content in `messages`."
 @pytest.fixture(scope="module")
 def url_images_gateway(upstream_server, tmp_path_factory) -> Iterator[GatewayProcess]:
     config = base_config(upstream_server)
-    config["gateway"]["http"]["endpoints"]["chatCompletions"]["images"] = {"allowUrl": True}
+    config["gateway"]["http"]["endpoints"]["chatCompletions"]["images"] = {
+        "allowUrl": True,
+        "maxBytes": IMAGE_BYTES * 2,
+    }
     process = GatewayProcess(config, tmp_path_factory.mktemp("url-images")).start()
     yield process
     process.stop()
@@ -239,6 +243,17 @@ def test_remote_image_urls_are_accepted_when_allowed(url_images_gateway, upstrea
     content = [{"type": "text", "text": "look"}, _image(url)]
     sent = _sent(url_images_gateway, upstream, {"messages": [{"role": "user", "content": content}]})
     assert sent["messages"][-1]["content"][1] == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_images_within_max_bytes_are_accepted(url_images_gateway, upstream):
+    content = [{"type": "text", "text": "two"}, _image(), _image()]
+    _sent(url_images_gateway, upstream, {"messages": [{"role": "user", "content": content}]})
+
+
+def test_images_over_max_bytes_in_all_are_refused(url_images_gateway):
+    content = [{"type": "text", "text": "three"}, _image(), _image(), _image()]
+    error = _error(url_images_gateway, {"messages": [{"role": "user", "content": content}]})
+    assert error["message"] == INVALID_IMAGE
 
 
 def test_allow_url_still_refuses_other_schemes(url_images_gateway):

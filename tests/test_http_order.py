@@ -168,6 +168,17 @@ def test_chunked_body_under_max_body_bytes_is_served(small_body_gateway, upstrea
     assert response.json()["choices"][0]["message"]["content"] == "You said: hi"
 
 
+def test_a_body_of_exactly_max_body_bytes_is_read(small_body_gateway, upstream):
+    body = json.dumps(HI).encode()
+    body = body[:-1] + b" " * (SMALL_LIMIT - len(body)) + b"}"
+    assert len(body) == SMALL_LIMIT
+    for chunked in (False, True):
+        response = send(
+            small_body_gateway.port, "POST", "/v1/chat/completions", AUTH, body, chunked=chunked
+        )
+        assert response.status == 200
+
+
 def test_body_size_comes_before_json_parsing(small_body_gateway):
     body = b"{not json" + b" " * (2 * SMALL_LIMIT)
     response = send(small_body_gateway.port, "POST", "/v1/chat/completions", AUTH, body)
