@@ -244,11 +244,13 @@ def test_ping_comments_while_the_upstream_is_slow(stream_gateway, upstream):
 
 
 def test_ping_before_the_first_token(stream_gateway, upstream):
-    content = "[[upstream:stall seconds=0.6]] hello"
+    content = "[[upstream:stall seconds=20]] hello"
     with _stream(stream_gateway, {"messages": [{"role": "user", "content": content}]}) as stream:
         assert _data(stream.next_event())["choices"][0]["delta"] == {"role": "assistant"}
         assert stream.next_event() == b": ping"
-        stream.rest()
+        assert stream.next_event() == b": ping"
+    # The upstream had sent nothing yet: it sees the stream abandoned mid-stall.
+    upstream.wait_for(lambda u: u.closed_connections >= 1)
 
 
 # ---- errors after the headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import openai
@@ -222,3 +223,53 @@ def test_a_task_request_runs_stateless(gateway, upstream):
     )
     assert sent == [("user", "make a title")]
     assert _chat(gateway, upstream, "c2", headers) == _pairs("c1", "c2")
+
+
+# ---- concurrent turns
+
+
+def _concurrently(gateway, upstream, first: dict[str, Any], second: dict[str, Any]) -> None:
+    """Send ``first``; once the upstream has it, send ``second``; wait for both."""
+    results: list[int] = []
+
+    def send_first() -> None:
+        results.append(post_chat(gateway.port, first, timeout=30).status)
+
+    thread = threading.Thread(target=send_first)
+    thread.start()
+    try:
+        upstream.wait_for(lambda u: len(u.requests) >= 1)
+        results.append(post_chat(gateway.port, second, timeout=30).status)
+    finally:
+        thread.join(30)
+    assert results == [200, 200]
+
+
+def test_turns_of_one_session_never_overlap(gateway, upstream):
+    user, tag = unique("user"), unique("tag")
+    slow = f"[[upstream:slow interval=0.4 chunks=4 text=done_first]] [[tag:{tag}]] one"
+    _concurrently(
+        gateway,
+        upstream,
+        {"user": user, "messages": [{"role": "user", "content": slow}]},
+        {"user": user, "messages": [{"role": "user", "content": f"[[tag:{tag}]] two"}]},
+    )
+    assert upstream.max_concurrent[tag] == 1
+    # The second turn ran after the first and saw it.
+    assert [(m["role"], m["content"]) for m in upstream.requests[-1].body["messages"]] == [
+        ("user", slow),
+        ("assistant", "done_first"),
+        ("user", f"[[tag:{tag}]] two"),
+    ]
+
+
+def test_turns_of_different_sessions_run_side_by_side(gateway, upstream):
+    tag = unique("tag")
+    slow = f"[[upstream:slow interval=0.4 chunks=4]] [[tag:{tag}]]"
+    _concurrently(
+        gateway,
+        upstream,
+        {"user": unique("a"), "messages": [{"role": "user", "content": slow}]},
+        {"user": unique("b"), "messages": [{"role": "user", "content": slow}]},
+    )
+    assert upstream.max_concurrent[tag] == 2
