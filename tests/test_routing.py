@@ -10,6 +10,7 @@ import pytest
 from openclaw_gateway.agent.errors import InvalidModel, InvalidRequest
 from openclaw_gateway.config import parse_settings
 from openclaw_gateway.routing import route
+from tests.conftest import unique
 from tests.rawhttp import post_chat
 
 INVALID_MODEL = "Invalid `model`. Use `openclaw` or `openclaw/<agentId>`."
@@ -265,3 +266,23 @@ def test_model_override_header_of_an_unknown_model_is_400(gateway):
     payload = {"messages": [{"role": "user", "content": "x"}]}
     response = post_chat(gateway.port, payload, {"x-openclaw-model": "up/gpt-99"})
     assert response.status == 400
+
+
+@pytest.mark.parametrize("user", ["John Smith", "José", "ユーザー", "a@b.example"])
+def test_printable_users_get_their_own_session(settings, user):
+    r = route(settings, model="openclaw/main", user=user)
+    assert (r.session_key, r.stateless) == (f"agent:main:openai-user:{user}", False)
+
+
+def test_a_user_with_spaces_and_unicode_is_remembered(gateway, upstream):
+    user = f"José Smith {unique('u')}"
+    for text in ("first", "second"):
+        response = post_chat(
+            gateway.port, {"user": user, "messages": [{"role": "user", "content": text}]}
+        )
+        assert response.status == 200
+    assert [m["content"] for m in upstream.requests[-1].body["messages"]] == [
+        "first",
+        "You said: first",
+        "second",
+    ]
