@@ -238,3 +238,10 @@ def test_tool_choice_required_that_the_model_ignores_is_502(gateway, upstream):
     response = post_chat(gateway.port, payload)
     assert response.status == 502
     assert response.json()["error"]["type"] == "api_error"
+
+
+def test_upstream_retry_after_is_passed_on_with_its_429(gateway, upstream):
+    upstream.script(error(429, headers={"Retry-After": "7"}))
+    response = post_chat(gateway.port, {"messages": HI})
+    assert response.status == 429
+    assert response.headers["retry-after"] == "7"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 from tests.cli_run import session_keys, transcript
-from tests.conftest import unique
+from tests.conftest import TOKEN, GatewayProcess, base_config, unique, wait_until
 from tests.rawhttp import post_chat
 
 RESERVED = "`x-openclaw-session-key` cannot use reserved internal session namespaces."
@@ -273,3 +276,53 @@ def test_turns_of_different_sessions_run_side_by_side(gateway, upstream):
         {"user": unique("b"), "messages": [{"role": "user", "content": slow}]},
     )
     assert upstream.max_concurrent[tag] == 2
+
+
+# ---- several workers
+
+
+@pytest.fixture(scope="module")
+def two_worker_gateway(upstream_server, tmp_path_factory) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(
+        base_config(upstream_server), tmp_path_factory.mktemp("two-workers"), workers=2
+    ).start()
+    yield process
+    process.stop()
+
+
+def _connection_on_worker(gateway: GatewayProcess, avoid: str | None):
+    """A keep-alive connection and the worker (instance id) serving it, not ``avoid``."""
+
+    def attempt():
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+        conn.request("GET", "/readyz")
+        instance = json.loads(conn.getresponse().read())["instance"]
+        if instance == avoid:
+            conn.close()
+            return None
+        return conn, instance
+
+    return wait_until(attempt, 20, "a connection accepted by the other worker")
+
+
+def _turn_on(conn, user: str, text: str) -> None:
+    body = json.dumps({"user": user, "messages": [{"role": "user", "content": text}]})
+    conn.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    response.read()
+
+
+def test_a_session_is_shared_by_the_workers_of_one_host(two_worker_gateway, upstream):
+    first, first_worker = _connection_on_worker(two_worker_gateway, None)
+    second, second_worker = _connection_on_worker(two_worker_gateway, first_worker)
+    assert first_worker != second_worker
+    user = unique("user")
+    try:
+        for n, conn in enumerate([first, second, first, second]):
+            _turn_on(conn, user, f"turn{n}")
+    finally:
+        first.close()
+        second.close()
+    sent = [(m["role"], m["content"]) for m in upstream.requests[-1].body["messages"]]
+    assert sent == _pairs("turn0", "turn1", "turn2", "turn3")
