@@ -26,6 +26,8 @@ def run_cli(
 def transcript(gateway: GatewayProcess, session_key: str) -> list[dict[str, Any]]:
     """The stored transcript of ``session_key`` (``sessions show``), one entry per line."""
     proc = run_cli(gateway.env, "sessions", "show", session_key)
+    if proc.returncode == 1 and proc.stderr.startswith("no session"):
+        return []
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 

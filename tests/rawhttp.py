@@ -44,8 +44,11 @@ def request_bytes(
     body: bytes | None = None,
     *,
     chunked: bool = False,
+    keep_alive: bool = False,
 ) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if not keep_alive:
+        lines.append("Connection: close")
     for name, value in (headers or {}).items():
         lines.append(f"{name}: {value}")
     payload = b""
@@ -184,11 +187,14 @@ class SseStream:
         headers: dict[str, str] | None = None,
         *,
         timeout: float = 10.0,
+        keep_alive: bool = False,
     ) -> None:
         body = json.dumps(payload).encode()
         all_headers = {**AUTH, "Content-Type": "application/json", **(headers or {})}
         self.sock = connect(port, timeout)
-        self.sock.sendall(request_bytes("POST", "/v1/chat/completions", all_headers, body))
+        self.sock.sendall(
+            request_bytes("POST", "/v1/chat/completions", all_headers, body, keep_alive=keep_alive)
+        )
         self.reader = Reader(self.sock)
         self.status, _, self.headers = self.reader.head()
         self._chunks = self.reader.chunks()

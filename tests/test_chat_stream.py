@@ -78,10 +78,12 @@ def _text(chunks: list[Any]) -> str:
 
 
 def test_stream_headers(gateway, upstream):
-    with _stream(gateway, {}) as stream:
+    payload = {"stream": True, "messages": HI}
+    with SseStream(gateway.port, payload, keep_alive=True) as stream:
         assert stream.status == 200
         for name, value in STREAM_HEADERS.items():
             assert stream.headers[name] == value
+        # HTTP/1.1 keeps the connection open unless told otherwise.
         assert stream.headers.get("connection", "keep-alive").lower() == "keep-alive"
         stream.rest()
 
