@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -11,7 +10,6 @@ from .config import AGENT_ID_RE, AgentSettings, Settings
 
 RESERVED_SESSION_PREFIXES = ("subagent:", "cron:", "acp:")
 MAX_SESSION_KEY_LENGTH = 512
-_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +70,9 @@ def _model_override(settings: Settings, agent: AgentSettings, ref: str | None) -
 
 def _clean(value: str, what: str) -> str:
     value = value.strip()
-    if len(value) > MAX_SESSION_KEY_LENGTH or _UNSAFE.search(value):
+    # Printable means no control characters (logs, keys on one line); spaces and non-ASCII
+    # names are ordinary `user` values that OpenAI clients send.
+    if len(value) > MAX_SESSION_KEY_LENGTH or not value.isprintable():
         raise InvalidRequest(
             f"`{what}` must be at most {MAX_SESSION_KEY_LENGTH} printable characters."
         )

@@ -30,6 +30,11 @@ TOKEN = "test-token"
 # Variables of the test runner that must not leak into a gateway under test.
 _SCRUBBED_ENV = ("PORT", "WEB_CONCURRENCY", "REDIS_URL")
 
+# The openai SDK imports its HTTP transport on the first client built. Doing that while the
+# upstream's handler threads import too trips CPython 3.11's import-lock bug (a random
+# KeyError from the import system), so build one client now, before any thread starts.
+openai.OpenAI(api_key="-", base_url="http://127.0.0.1:9/v1").close()
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -301,7 +301,9 @@ class _ClientGone(Exception):
 
 
 class Upstream:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """``port`` 0 (default) binds a free port; a fixed one serves a config that names it."""
+        self._bind_port = port
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # unexpected handler exceptions (never printed)
@@ -324,7 +326,7 @@ class Upstream:
 
     def start(self) -> Upstream:
         handler = type("_BoundHandler", (_Handler,), {"upstream": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self._bind_port), handler)
         server.daemon_threads = True
         server.block_on_close = False  # type: ignore[attr-defined]
         server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]

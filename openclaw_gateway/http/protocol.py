@@ -89,6 +89,14 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise InvalidRequest("Invalid JSON: nested too deeply.") from None
     except ValueError as exc:
         raise InvalidRequest(f"Invalid JSON: {exc}") from None
+    # json accepts a lone surrogate escape (\ud800) that no UTF-8 encoder can write later (the
+    # upstream body, the transcript): refuse it here. Only escapes can produce one, so the
+    # check costs nothing on ordinary bodies.
+    if b"\\ud" in body or b"\\uD" in body:
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest("Invalid JSON: lone surrogate in a string.") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"Invalid request body: expected object, received {_kind(value)}")
     return value
