@@ -105,5 +105,9 @@ def test_sigterm_does_not_wait_for_a_connection_that_never_sends_a_request(upstr
     gw.signal(signal.SIGTERM)
     assert gw.proc is not None
     assert gw.proc.wait(timeout=15) == 0
-    assert silent.recv(1) == b""
+    # Hung up: a FIN if the worker had accepted it, a reset if it was still in the backlog.
+    try:
+        assert silent.recv(1) == b""
+    except ConnectionResetError:
+        pass
     silent.close()
