@@ -185,7 +185,8 @@ _MISSING: Any = object()
 _VAR_RE = re.compile(r"\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _kind(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How a validation message names a JSON value's type (``expected X, received <this>``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -208,7 +209,7 @@ class _Section:
         if raw is _MISSING or raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected object, received {_kind(raw)}")
+            raise ConfigError(f"{path}: expected object, received {json_type(raw)}")
         self.raw: dict[str, Any] = raw
         self.path = path
         self._seen: set[str] = set()
@@ -232,7 +233,7 @@ class _Section:
         if value is _MISSING or value is None:
             return default
         if not isinstance(value, str):
-            raise ConfigError(f"{self._key(key)}: expected string, received {_kind(value)}")
+            raise ConfigError(f"{self._key(key)}: expected string, received {json_type(value)}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -240,7 +241,7 @@ class _Section:
         if value is _MISSING or value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(f"{self._key(key)}: expected boolean, received {_kind(value)}")
+            raise ConfigError(f"{self._key(key)}: expected boolean, received {json_type(value)}")
         return value
 
     def number(self, key: str, default: float, lo: float, hi: float, integer: bool = False) -> Any:
@@ -253,7 +254,7 @@ class _Section:
             or not isinstance(value, (int, float))
             or (integer and not float(value).is_integer())
         ):
-            raise ConfigError(f"{self._key(key)}: expected {wanted}, received {_kind(value)}")
+            raise ConfigError(f"{self._key(key)}: expected {wanted}, received {json_type(value)}")
         if not lo <= value <= hi:
             raise ConfigError(f"{self._key(key)}: expected {wanted} from {lo:g} to {hi:g}")
         return int(value) if integer else float(value)
@@ -264,7 +265,7 @@ class _Section:
             return default
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(
-                f"{self._key(key)}: expected array of strings, received {_kind(value)}"
+                f"{self._key(key)}: expected array of strings, received {json_type(value)}"
             )
         return tuple(value)
 
@@ -312,10 +313,12 @@ def _model_ref(value: Any, path: str) -> ModelRef | None:
         primary = section.string("primary")
         if not primary:
             raise ConfigError(
-                f"{path}.primary: expected string, received {_kind(value.get('primary'))}"
+                f"{path}.primary: expected string, received {json_type(value.get('primary'))}"
             )
         return ModelRef(primary.strip(), tuple(f.strip() for f in section.strings("fallbacks")))
-    raise ConfigError(f"{path}: expected string or {{primary, fallbacks}}, received {_kind(value)}")
+    raise ConfigError(
+        f"{path}: expected string or {{primary, fallbacks}}, received {json_type(value)}"
+    )
 
 
 def _bind_host(bind: str, path: str) -> str:
@@ -525,7 +528,9 @@ def _read_providers(root: _Section, env: Mapping[str, str]) -> dict[str, Provide
         raw_models = p.get("models")
         if raw_models is not _MISSING and raw_models is not None:
             if not isinstance(raw_models, list):
-                raise ConfigError(f"{path}.models: expected array, received {_kind(raw_models)}")
+                raise ConfigError(
+                    f"{path}.models: expected array, received {json_type(raw_models)}"
+                )
             for i, m in enumerate(raw_models):
                 if isinstance(m, str):
                     model_ids.append(m)
@@ -623,7 +628,7 @@ def _read_agents(
     raw_list = agents.get("list")
     if raw_list is not _MISSING and raw_list is not None:
         if not isinstance(raw_list, list):
-            raise ConfigError(f"agents.list: expected array, received {_kind(raw_list)}")
+            raise ConfigError(f"agents.list: expected array, received {json_type(raw_list)}")
         result += [
             _read_agent(a, f"agents.list[{i}]", None, defaults, ignored)
             for i, a in enumerate(raw_list)

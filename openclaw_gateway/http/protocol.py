@@ -10,7 +10,7 @@ from typing import Any
 
 from ..agent.errors import InvalidRequest, MissingUserMessage, PayloadTooLarge
 from ..agent.types import Image, Message, ToolCall
-from ..config import ChatCompletionsSettings
+from ..config import ChatCompletionsSettings, json_type
 
 IMAGE_MIMES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
@@ -31,22 +31,8 @@ class ChatRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
 def _expected(path: str, wanted: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(f"{path}: expected {wanted}, received {_kind(value)}", param=path)
+    return InvalidRequest(f"{path}: expected {wanted}, received {json_type(value)}", param=path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +84,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
         except UnicodeEncodeError:
             raise InvalidRequest("Invalid JSON: lone surrogate in a string.") from None
     if not isinstance(value, dict):
-        raise InvalidRequest(f"Invalid request body: expected object, received {_kind(value)}")
+        raise InvalidRequest(f"Invalid request body: expected object, received {json_type(value)}")
     return value
 
 
@@ -182,7 +168,7 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
     if tools is not None:
         if not isinstance(tools, list):
             raise InvalidRequest(
-                f"Invalid tools/tool_choice: tools must be an array, received {_kind(tools)}",
+                f"Invalid tools/tool_choice: tools must be an array, received {json_type(tools)}",
                 param="tools",
             )
         for i, tool in enumerate(tools):

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import redis
 
-from ..agent.errors import SessionBusy, Unavailable
+from ..agent.errors import Unavailable
 from ..agent.types import SessionInfo
+from .lease import hold_lease
 
 log = logging.getLogger("openclaw_gateway.sessions")
 
@@ -103,44 +102,28 @@ class RedisSessionStore:
     def _ttl_ms(self) -> int:
         return max(1, int(self.lease_ttl * 1000))
 
-    def _try_take(self, session_key: str, owner: str) -> bool:
-        return bool(self.client.set(self.lease_key(session_key), owner, nx=True, px=self._ttl_ms))
-
-    @contextmanager
-    def lease(self, session_key: str, wait_seconds: float) -> Iterator[None]:
-        owner = uuid.uuid4().hex
-        deadline = time.monotonic() + wait_seconds
-        delay = 0.002
+    def _take_lease(self, session_key: str, owner: str) -> bool:
         with _store_errors():
-            while not self._try_take(session_key, owner):
-                if time.monotonic() >= deadline:
-                    raise SessionBusy(retry_after=1)
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.05)
-        stop = threading.Event()
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(session_key, owner, stop), daemon=True
-        )
-        heartbeat.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            try:
-                self._release(keys=[self.lease_key(session_key)], args=[owner])
-            except redis.RedisError as exc:
-                # The lease expires on its own; the run's result stands.
-                log.warning("could not release the lease of %s: %s", session_key, exc)
+            key = self.lease_key(session_key)
+            return bool(self.client.set(key, owner, nx=True, px=self._ttl_ms))
 
-    def _heartbeat(self, session_key: str, owner: str, stop: threading.Event) -> None:
-        key = self.lease_key(session_key)
-        while not stop.wait(self.lease_ttl / 3):
-            try:
-                if not self._extend(keys=[key], args=[owner, self._ttl_ms]):
-                    log.warning("lease of %s was lost (expired before a heartbeat)", session_key)
-                    return
-            except redis.RedisError:
-                pass  # the next beat tries again; the lease outlives one missed beat
+    def _extend_lease(self, session_key: str, owner: str) -> bool:
+        try:
+            return bool(
+                self._extend(keys=[self.lease_key(session_key)], args=[owner, self._ttl_ms])
+            )
+        except redis.RedisError:
+            return True
+
+    def _release_lease(self, session_key: str, owner: str) -> None:
+        try:
+            self._release(keys=[self.lease_key(session_key)], args=[owner])
+        except redis.RedisError as exc:
+            # The lease expires on its own; the run's result stands.
+            log.warning("could not release the lease of %s: %s", session_key, exc)
+
+    def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[None]:
+        return hold_lease(self, session_key, wait_seconds)
 
     # -- transcripts ----------------------------------------------------------------------
 

@@ -12,13 +12,12 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from ..agent.errors import SessionBusy
 from ..agent.types import SessionInfo
+from .lease import hold_lease
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -83,7 +82,7 @@ class SqliteSessionStore:
 
     # -- leases ---------------------------------------------------------------------------
 
-    def _try_take(self, key: str, owner: str) -> bool:
+    def _take_lease(self, key: str, owner: str) -> bool:
         now = time.time()
         # A plain read first: waiters poll without taking the database's write lock.
         held = self._query("SELECT expires_at FROM leases WHERE key = ?", (key,))
@@ -99,44 +98,23 @@ class SqliteSessionStore:
             )
             return True
 
-    def _extend(self, key: str, owner: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
-                (time.time() + self.lease_ttl, key, owner),
-            )
+    def _extend_lease(self, key: str, owner: str) -> bool:
+        try:
+            with self._transaction() as db:
+                updated = db.execute(
+                    "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
+                    (time.time() + self.lease_ttl, key, owner),
+                ).rowcount
+        except sqlite3.Error:
+            return True
+        return updated > 0
 
-    def _release(self, key: str, owner: str) -> None:
+    def _release_lease(self, key: str, owner: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
 
-    @contextmanager
-    def lease(self, session_key: str, wait_seconds: float) -> Iterator[None]:
-        owner = uuid.uuid4().hex
-        deadline = time.monotonic() + wait_seconds
-        delay = 0.002
-        while not self._try_take(session_key, owner):
-            if time.monotonic() >= deadline:
-                raise SessionBusy(retry_after=1)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.05)
-        stop = threading.Event()
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(session_key, owner, stop), daemon=True
-        )
-        heartbeat.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            self._release(session_key, owner)
-
-    def _heartbeat(self, key: str, owner: str, stop: threading.Event) -> None:
-        while not stop.wait(self.lease_ttl / 3):
-            try:
-                self._extend(key, owner)
-            except sqlite3.Error:
-                pass  # the next beat tries again; the lease outlives one missed beat
+    def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[None]:
+        return hold_lease(self, session_key, wait_seconds)
 
     # -- transcripts ----------------------------------------------------------------------
 
