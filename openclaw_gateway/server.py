@@ -7,6 +7,7 @@ client that left (6). Nothing from the app is imported here: gunicorn's master l
 
 from __future__ import annotations
 
+import http.client
 import socket
 from typing import Any
 
@@ -26,11 +27,21 @@ class _SocketInEnviron:
         return environ  # type: ignore[no-any-return]
 
 
-class GatewayHandler(_SocketInEnviron, PyWSGIHandler, WebSocketHandler):
+class _OneLineClientErrors:
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        # pywsgi prints a full traceback for header errors that are not ValueErrors (http.client's
+        # "got more than 100 headers", "header line too long"): every such request would put ~20
+        # lines in the log. A client's bad request deserves the one line the others get.
+        if isinstance(ex, http.client.HTTPException) and not isinstance(ex, ValueError):
+            ex = ValueError(str(ex) or type(ex).__name__)
+        return super()._handle_client_error(ex)  # type: ignore[misc]
+
+
+class GatewayHandler(_OneLineClientErrors, _SocketInEnviron, PyWSGIHandler, WebSocketHandler):
     """gunicorn's handler first in the MRO (access log), then gevent-websocket's upgrade."""
 
 
-class DevHandler(_SocketInEnviron, WebSocketHandler):
+class DevHandler(_OneLineClientErrors, _SocketInEnviron, WebSocketHandler):
     """The development server's handler."""
 
 
