@@ -153,7 +153,7 @@ class RelGateway:
         """Successful turns the suite saw whose reply is not in their session's transcript."""
         lost = 0
         for key, replies in self.turns.items():
-            stored = [e.get("content") for e in self.transcript(key) if e["role"] == "assistant"]
+            stored = [e.get("text") for e in self.transcript(key) if e["role"] == "assistant"]
             for reply in replies:
                 if reply in stored:
                     stored.remove(reply)

@@ -93,7 +93,9 @@ scalars = (
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -332,7 +334,9 @@ def test_enormous_headers_get_a_documented_answer(
     assert answer.status == (200 if size < 64 * 1024 else 400), answer
 
 
-def test_many_headers_get_a_documented_answer(worker_stays_up: RelGateway, figures: Figures) -> None:
+def test_many_headers_get_a_documented_answer(
+    worker_stays_up: RelGateway, figures: Figures
+) -> None:
     gw = worker_stays_up
     figures.tried("headers: many")
     headers = [(b"Authorization", f"Bearer {gw.token}".encode())]
@@ -425,7 +429,9 @@ def test_broken_request_lines_and_framing_get_a_documented_answer(
 
 
 def _chat_bytes(gw: RelGateway, content: str) -> bytes:
-    body = json.dumps({"model": "openclaw/local", "messages": [{"role": "user", "content": content}]})
+    body = json.dumps(
+        {"model": "openclaw/local", "messages": [{"role": "user", "content": content}]}
+    )
     return http_request(
         "POST",
         "/v1/chat/completions",
