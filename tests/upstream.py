@@ -252,6 +252,12 @@ class _ClientGone(Exception):
 # --------------------------------------------------------------------------- server
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops and resets connections when a load test opens
+    # hundreds at once; a real upstream's backlog is far larger.
+    request_queue_size = 1024
+
+
 class Upstream:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -276,7 +282,7 @@ class Upstream:
 
     def start(self) -> Upstream:
         handler = type("_BoundHandler", (_Handler,), {"upstream": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = _Server(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         server.block_on_close = False  # type: ignore[attr-defined]
         server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]

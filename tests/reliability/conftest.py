@@ -82,6 +82,11 @@ def figures(pytestconfig: pytest.Config) -> Figures:
     return pytestconfig.stash[FIGURES]
 
 
+@pytest.fixture(autouse=True)
+def _figures_phase(request: pytest.FixtureRequest, figures: Figures) -> None:
+    figures.phase = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+
+
 # --------------------------------------------------------------------------- the gateway
 
 

@@ -30,10 +30,12 @@ def status_class(answer: Answer) -> str:
 @dataclass
 class Figures:
     secrets: tuple[str, ...] = ()
+    phase: str = ""  # the running test module (malformed_input, upstream_faults, ...)
     inputs_tried: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # client-side exceptions by class
+    server_errors_by_phase: Counter[str] = field(default_factory=Counter)
     secret_leaks: list[str] = field(default_factory=list)
     turns_made: int = 0
     turns_lost: int = 0
@@ -52,6 +54,8 @@ class Figures:
         ]
         with self._lock:
             self.answers[status_class(answer)] += 1
+            if answer.status >= 500:
+                self.server_errors_by_phase[self.phase] += 1
             if leaked:
                 self.secret_leaks.append(f"{answer.status}: {answer.body[:200]!r}")
 
@@ -75,10 +79,6 @@ class Figures:
     def requests_served(self) -> int:
         return sum(self.answers.values())
 
-    @property
-    def server_errors(self) -> int:
-        return sum(n for key, n in self.answers.items() if key.split()[-1].startswith("5"))
-
     def lines(self) -> list[str]:
         def counts(counter: Counter[str]) -> str:
             return ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "none"
@@ -87,7 +87,9 @@ class Figures:
             f"inputs tried: {sum(self.inputs_tried.values())} ({counts(self.inputs_tried)})",
             f"faults injected: {sum(self.faults_injected.values())} ({counts(self.faults_injected)})",
             f"requests served: {self.requests_served} ({counts(self.answers)})",
-            f"5xx answers: {self.server_errors}",
+            f"5xx answers: {sum(self.server_errors_by_phase.values())} "
+            f"({counts(self.server_errors_by_phase)}; injected upstream faults expect 502/504)",
+            f"5xx on malformed input: {self.server_errors_by_phase['malformed_input']}",
             f"client-side errors by class: {counts(self.errors)}",
             f"secrets seen in answers: {len(self.secret_leaks)}",
             f"stateful turns made: {self.turns_made}, turns lost: {self.turns_lost}",

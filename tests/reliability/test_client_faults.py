@@ -113,7 +113,9 @@ def test_client_leaving_cancels_the_run_and_frees_the_session(
     # Well inside the 5 s lock wait: a leaked lease would make this a 409.
     after = gw.turn(session_key, "after the client left")
     assert after.status == 200, after
-    assert gw.transcript(session_key)[len(before) :][-1]["text"] == "You said: after the client left"
+    assert (
+        gw.transcript(session_key)[len(before) :][-1]["text"] == "You said: after the client left"
+    )
 
 
 def test_client_leaving_while_upstream_stalls_cancels_the_run(

@@ -461,7 +461,7 @@ def test_slowloris_connections_do_not_starve_normal_requests(
     worker_stays_up: RelGateway, figures: Figures
 ) -> None:
     gw = worker_stays_up
-    count = scale(150, 1500)
+    count = scale(150, 900)
     figures.tried("slow: slowloris connections", count)
     baseline = gw.runtime()["greenlets"]
     socks = []
