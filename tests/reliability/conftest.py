@@ -16,6 +16,7 @@ turns lost) and lost turns, leaked secrets and worker restarts fail the run.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import GatewayProcess, base_config, free_port
+from tests.conftest import GatewayProcess, base_config, free_port, wait_until
 from tests.reliability.figures import Figures
 from tests.reliability.wire import Answer, Client
 from tests.upstream import Upstream
@@ -54,12 +55,12 @@ settings.register_profile(
 
 
 def scale(ci: int, soak: int | None = None) -> int:
-    """A count for this mode: ``ci`` in CI, ``soak`` (default 6x) under ``make soak``."""
+    """Return ``ci`` in CI and ``soak`` (default 6x) under ``make soak``."""
     return (soak if soak is not None else ci * 6) if SOAK else ci
 
 
 def examples(ci: int) -> settings:
-    """Hypothesis settings for a fuzz test: ``ci`` examples in CI, 6x under ``make soak``."""
+    """Build a fuzz test's hypothesis settings: ``ci`` examples in CI, 6x under ``make soak``."""
     return settings(settings.get_profile("reliability"), max_examples=scale(ci))
 
 
@@ -125,13 +126,22 @@ class RelGateway:
         return bool(self._db("SELECT 1 FROM leases WHERE key = ?", (session_key,)))
 
     def runtime(self) -> dict[str, Any]:
-        """This worker's figures from ``/debug/runtime`` (pid, greenlets, RSS, active runs)."""
+        """Fetch this worker's figures from ``/debug/runtime`` (pid, greenlets, RSS, active runs)."""
         answer = self.client.request("GET", "/debug/runtime")
         assert answer.status == 200, answer
         return answer.json()  # type: ignore[no-any-return]
 
+    def probe(self) -> dict[str, Any]:
+        """Fetch ``/debug/runtime`` on a fresh connection (closed after), so it holds nothing open."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", "/debug/runtime", headers={"Authorization": f"Bearer {self.token}"})
+            return json.loads(conn.getresponse().read())  # type: ignore[no-any-return]
+        finally:
+            conn.close()
+
     def turn(self, session_key: str, content: str, **payload: Any) -> Answer:
-        """A stateful turn on ``session_key``; a success is recorded for the turns-lost check."""
+        """Send a stateful turn on ``session_key``; record a success for the turns-lost check."""
         body = {"model": "openclaw", "messages": [{"role": "user", "content": content}]}
         body.update(payload)
         answer = self.client.chat(body, {"x-openclaw-session-key": session_key})
@@ -144,7 +154,7 @@ class RelGateway:
         self.figures.turns_made += 1
 
     def assert_normal_request_succeeds(self) -> None:
-        """A well-formed request right after the abuse gets its normal answer."""
+        """Check that a well-formed request right after the abuse gets its normal answer."""
         answer = self.client.chat(
             {"model": "openclaw/local", "messages": [{"role": "user", "content": "still there?"}]}
         )
@@ -155,7 +165,7 @@ class RelGateway:
         assert self.runtime()["pid"] == self.worker_pid, "the worker was replaced"
 
     def lost_turns(self) -> int:
-        """Successful turns the suite saw whose reply is not in their session's transcript."""
+        """Count successful turns the suite saw whose reply is not in their session's transcript."""
         lost = 0
         for key, replies in self.turns.items():
             stored = [e.get("text") for e in self.transcript(key) if e["role"] == "assistant"]
@@ -167,7 +177,7 @@ class RelGateway:
         return lost
 
     def half_written_sessions(self) -> list[str]:
-        """Sessions whose stored entries are not whole turns (each run ends with its reply)."""
+        """List sessions whose stored entries are not whole turns (each run ends with its reply)."""
         bad = []
         counts = dict(self._db("SELECT key, message_count FROM sessions"))
         for key, message_count in counts.items():
@@ -211,7 +221,7 @@ def reliability_config(upstream: Upstream, token: str, provider_key: str) -> dic
 
 
 def check_log(process: GatewayProcess, secrets: tuple[str, ...], workers: int) -> list[str]:
-    """What is wrong in a gateway's captured output: secrets, tracebacks, replaced workers."""
+    """List what is wrong in a gateway's captured output: secrets, tracebacks, dead workers."""
     log = process.log()
     problems = [f"secret #{i} in the log" for i, s in enumerate(secrets) if s in log]
     if "Traceback" in log:
@@ -235,9 +245,22 @@ def rel_gateway(
     )
     process.start()
     gw = RelGateway(process, token, provider_key, figures, Client(process.url, figures, token))
-    gw.worker_pid = gw.runtime()["pid"]
+    start = gw.probe()
+    gw.worker_pid = start["pid"]
     try:
         yield gw
+        # Nothing the suite did left a greenlet behind (a hung run, watcher or connection).
+        gw.client.pool.clear()
+        wait_until(
+            lambda: gw.probe()["greenlets"] <= start["greenlets"], 20, "greenlets at baseline"
+        )
+        end = gw.probe()
+        figures.measured(
+            f"reliability gateway greenlets: {start['greenlets']} at start, "
+            f"{end['greenlets']} at the end; RSS {start['rssBytes'] / 2**20:.1f} MiB -> "
+            f"{end['rssBytes'] / 2**20:.1f} MiB; active runs at the end: {end['activeRuns']}"
+        )
+        assert end["activeRuns"] == 0
         figures.turns_lost += gw.lost_turns()
         half_written = gw.half_written_sessions()
         problems = check_log(process, figures.secrets, workers=1)

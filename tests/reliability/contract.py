@@ -12,7 +12,7 @@ JSON_ERROR_STATUSES = {400, 401, 409, 413, 429}
 
 
 def assert_envelope(answer: Answer, status: int | None = None) -> dict[str, object]:
-    """The OpenAI error envelope, exactly; return its ``error`` object."""
+    """Check for the OpenAI error envelope, exactly; return its ``error`` object."""
     if status is not None:
         assert answer.status == status, answer
     assert answer.headers.get("content-type", "").startswith("application/json"), answer
@@ -26,7 +26,7 @@ def assert_envelope(answer: Answer, status: int | None = None) -> dict[str, obje
 
 
 def assert_sse_error(answer: Answer) -> dict[str, object]:
-    """A stream that failed after its headers: an error event, then ``[DONE]``, then nothing."""
+    """Check a stream that failed after its headers: an error event, ``[DONE]``, nothing more."""
     assert answer.status == 200, answer
     events = answer.sse_events()
     assert events[-1] == b"[DONE]", events[-3:]
@@ -36,7 +36,7 @@ def assert_sse_error(answer: Answer) -> dict[str, object]:
 
 
 def assert_documented(answer: Answer) -> None:
-    """A documented status in its documented shape; never a 5xx, never a traceback."""
+    """Check for a documented status in its documented shape; never a 5xx or a traceback."""
     body = answer.body
     assert b"Traceback" not in body and b'File "' not in body, body[:500]
     if not answer.from_app:

@@ -111,7 +111,7 @@ def _replace(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[st
 
 @pytest.fixture
 def worker_stays_up(rel_gateway: RelGateway) -> Iterator[RelGateway]:
-    """The test's abuse leaves the same worker up, and a normal request succeeds after it."""
+    """Check the test's abuse leaves the same worker up and a normal request succeeds after."""
     rel_gateway.assert_worker_unchanged()
     yield rel_gateway
     rel_gateway.assert_worker_unchanged()
@@ -152,7 +152,7 @@ _BAD_ESCAPES = [b"\\ud800", b"\\udfff", b"\\ud83d", b"\\u0000", b"\\x41", b"\\u1
 
 @st.composite
 def mangled_bodies(draw: st.DrawFn) -> bytes:
-    """Valid bodies with bytes inserted, escapes spliced into strings, or cut short; or noise."""
+    """Draw a valid body with bytes inserted, an escape spliced in, or cut short; or noise."""
     kind = draw(st.sampled_from(["insert", "escape", "truncate", "noise"]))
     if kind == "noise":
         return draw(st.binary(max_size=300))

@@ -113,7 +113,7 @@ def test_guard_compares_equal_length_digests_with_compare_digest(
 def limits_gateway(
     upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory, figures: Figures
 ) -> Iterator[tuple[GatewayProcess, Client]]:
-    """Small limits, so each can be crossed cheaply: 64 KiB body, 2 images of 1 KiB in all."""
+    """Start a gateway with small limits (64 KiB body, 2 images of 1 KiB in all)."""
     config = base_config(upstream_server)
     config["gateway"]["http"]["endpoints"]["chatCompletions"].update(
         maxBodyBytes=64 * 1024, images={"maxParts": 2, "maxBytes": 1024}
@@ -206,7 +206,7 @@ def test_limits_header_line_over_64k_is_refused_by_the_server_layer(
 def lockout_gateway(
     upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory, figures: Figures
 ) -> Iterator[tuple[GatewayProcess, Client]]:
-    """Behind a trusted proxy (the test), so X-Forwarded-For names many clients; 3 tries."""
+    """Start a gateway behind a trusted proxy (the test), so X-Forwarded-For names clients."""
     config = base_config(upstream_server, trustedProxies=["127.0.0.1"])
     config["gateway"]["auth"]["rateLimit"] = {"maxAttempts": 3, "lockoutMs": 600_000}
     process = GatewayProcess(config, tmp_path_factory.mktemp("lockout")).start()

@@ -35,7 +35,7 @@ class Answer:
         return json.loads(self.body)
 
     def sse_events(self) -> list[bytes]:
-        """The ``data:`` payloads of an SSE body, in order (comments dropped)."""
+        """Return the ``data:`` payloads of an SSE body, in order (comments dropped)."""
         events = []
         for block in self.body.split(b"\n\n"):
             if block.startswith(b"data: "):
@@ -131,7 +131,7 @@ def http_request(
     *,
     content_length: bool = True,
 ) -> bytes:
-    """Bytes of one HTTP/1.1 request with ``Connection: close``; header values are raw bytes."""
+    """Build one HTTP/1.1 request with ``Connection: close``; header values are raw bytes."""
     lines = [f"{method} {path} HTTP/1.1".encode("latin-1"), b"Host: 127.0.0.1"]
     lines += [name + b": " + value for name, value in headers]
     if content_length:
