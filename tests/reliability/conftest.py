@@ -151,7 +151,7 @@ class RelGateway:
 
     def record_turn(self, session_key: str, answer: Answer) -> None:
         self.turns.setdefault(session_key, []).append(_reply_text(answer))
-        self.figures.turns_made += 1
+        self.figures.turn_made()
 
     def assert_normal_request_succeeds(self) -> None:
         """Check that a well-formed request right after the abuse gets its normal answer."""

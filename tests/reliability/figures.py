@@ -59,6 +59,10 @@ class Figures:
             if leaked:
                 self.secret_leaks.append(f"{answer.status}: {answer.body[:200]!r}")
 
+    def turn_made(self) -> None:
+        with self._lock:
+            self.turns_made += 1
+
     def tried(self, area: str, n: int = 1) -> None:
         with self._lock:
             self.inputs_tried[area] += n

@@ -81,6 +81,7 @@ def _greenlets_by_worker(gw: RelGateway, pids: list[int]) -> dict[int, int]:
 
 @pytest.fixture
 def load_gateway(upstream: Upstream, tmp_path: Path, figures: Figures) -> Iterator[RelGateway]:
+    figures.add_secrets("test-token", "upstream-secret-key")
     config = base_config(upstream)
     config["models"]["providers"]["up"]["timeoutSeconds"] = 60
     process = GatewayProcess(config, tmp_path, workers=2).start()

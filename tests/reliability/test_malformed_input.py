@@ -2,8 +2,8 @@
 
 Property-based (hypothesis, derandomized in CI): wrong types at every field of a chat request,
 arbitrary and deeply nested JSON, invalid UTF-8 and NUL bytes, odd and enormous headers, broken
-request lines, truncated and slow bodies, slowloris-style connections. Each test checks the
-worker's pid before and after and that a normal request right after still succeeds.
+request lines, truncated and slow bodies, slowloris-style connections. Every example is followed
+by a normal request that must succeed, and each test checks the worker's pid before and after.
 
 Extension point: WebSocket frame fuzzing (issue 3) belongs in ``test_malformed_ws.py`` beside this
 file, reusing ``examples()``, ``rel_gateway`` and the ``worker_stays_up`` fixture.
@@ -121,6 +121,7 @@ def worker_stays_up(rel_gateway: RelGateway) -> Iterator[RelGateway]:
 def _post(gw: RelGateway, body: bytes, headers: dict[str, str] | None = None) -> None:
     answer = gw.client.request("POST", "/v1/chat/completions", body, headers)
     assert_documented(answer)
+    gw.assert_normal_request_succeeds()
 
 
 # --------------------------------------------------------------------------- bodies
@@ -313,6 +314,7 @@ def test_odd_headers_get_a_documented_answer(
     assert answer is not None, "the server closed without answering"
     figures.observe(answer)
     assert_documented(answer)
+    gw.assert_normal_request_succeeds()
 
 
 @pytest.mark.parametrize(
@@ -422,7 +424,8 @@ def test_broken_request_lines_and_framing_get_a_documented_answer(
     # Half-close: a request whose framing promises more body than sent must still end.
     answer = raw_exchange(gw.port, request, figures, half_close=True)
     if answer is not None:
-        assert_documented(answer)
+        assert_documented(answer, half_closed=True)
+    gw.assert_normal_request_succeeds()
 
 
 # --------------------------------------------------------------------------- slow clients

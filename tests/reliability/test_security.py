@@ -79,6 +79,13 @@ def test_config_check_output_never_shows_secrets(rel_gateway: RelGateway) -> Non
     assert gw.token not in out and gw.provider_key not in out
 
 
+def test_debug_runtime_answers_only_with_the_gateway_secret(rel_gateway: RelGateway) -> None:
+    gw = rel_gateway
+    assert_envelope(gw.client.request("GET", "/debug/runtime", auth=False), 401)
+    figures = gw.client.request("GET", "/debug/runtime").json()
+    assert set(figures) == {"pid", "greenlets", "rssBytes", "activeRuns"}
+
+
 # --------------------------------------------------------------------------- constant time
 
 
