@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from contextlib import closing, nullcontext
@@ -28,6 +29,8 @@ from .types import (
 )
 
 EMPTY_REPLY = "No response from OpenClaw."
+# A surrogate code point in a decoded str is always a lone one (JSON pairs are joined on decode).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _RETRYABLE_STATUS = (429, 500, 502, 503, 504)
 
 
@@ -80,9 +83,12 @@ def _consume(
             if cancel.is_set():
                 raise RunCancelled()
             if isinstance(event, TextDelta):
-                out.text.append(event.text)
+                # An upstream's lone surrogate ("\ud800") cannot be encoded as UTF-8 by any
+                # surface: the JSON answer would 500 and the SSE stream break mid-frame.
+                text = _LONE_SURROGATE.sub("\ufffd", event.text)
+                out.text.append(text)
                 out.delivered = True
-                emit(AgentEvent("assistant", {"delta": event.text}))
+                emit(AgentEvent("assistant", {"delta": text}))
             elif isinstance(event, ToolCallDelta):
                 parts = out.calls.get(event.index)
                 if parts is None:
@@ -92,7 +98,8 @@ def _consume(
                     first = False
                     if event.name and not parts[1]:
                         parts[1] = event.name
-                parts.append(event.arguments)
+                arguments = _LONE_SURROGATE.sub("\ufffd", event.arguments)
+                parts.append(arguments)
                 out.delivered = True
                 emit(
                     AgentEvent(
@@ -101,7 +108,7 @@ def _consume(
                             "index": event.index,
                             "id": parts[0] if first else None,
                             "name": parts[1] if first else None,
-                            "arguments": event.arguments,
+                            "arguments": arguments,
                         },
                     )
                 )
