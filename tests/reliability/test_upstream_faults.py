@@ -18,7 +18,7 @@ from tests.conftest import unique
 from tests.reliability.conftest import RelGateway
 from tests.reliability.contract import assert_envelope, assert_sse_error
 from tests.reliability.figures import Figures
-from tests.upstream import Upstream, error, no_done
+from tests.upstream import Upstream, error, no_done, reply
 
 
 @dataclass(frozen=True)
@@ -144,3 +144,22 @@ def test_upstream_error_message_never_carries_the_provider_key(
     error_ = assert_envelope(answer, 502)
     assert gw.provider_key not in str(error_["message"])
     assert "***" in str(error_["message"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_lone_surrogate_from_upstream_becomes_a_replacement_character(
+    rel_gateway: RelGateway, upstream: Upstream, figures: Figures, stream: bool
+) -> None:
+    gw = rel_gateway
+    session_key, before = _seed(gw)
+    figures.injected("upstream: lone surrogate in the reply")
+    upstream.script(reply("half \ud800 a pair"))
+    answer = gw.turn(session_key, "say something odd", stream=stream)
+    assert answer.status == 200, answer
+    events = answer.sse_events() if stream else []
+    assert all(b'"error"' not in e for e in events), events
+    stored = gw.transcript(session_key)[len(before) :]
+    assert [(e["role"], e["text"]) for e in stored] == [
+        ("user", "say something odd"),
+        ("assistant", "half \ufffd a pair"),
+    ]
