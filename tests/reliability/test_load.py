@@ -94,11 +94,13 @@ def load_gateway(upstream: Upstream, tmp_path: Path, figures: Figures) -> Iterat
     )
     try:
         yield gw
-        figures.turns_lost += gw.lost_turns()
+        lost = gw.lost_turns()
+        figures.turns_lost += lost
         half_written = gw.half_written_sessions()
         problems = check_log(process, ("test-token", "upstream-secret-key"), workers=2)
     finally:
         process.stop()
+    assert lost == 0, f"{lost} turns lost under load"
     assert not half_written, half_written
     assert not problems, problems
 
@@ -196,13 +198,9 @@ def test_streams_and_json_under_load(
     pids = _workers(gw.process)
     assert len(pids) == 2
     # Warm every worker (imports, pools, SQLite) before the baselines.
-    for i in range(20):
-        assert (
-            gw.client.chat(
-                {"model": "openclaw", "messages": [{"role": "user", "content": f"warm {i}"}]}
-            ).status
-            == 200
-        )
+    warm = {"model": "openclaw", "messages": [{"role": "user", "content": "warm"}]}
+    for _ in range(20):
+        assert gw.client.chat(warm).status == 200
     gw.client.pool.clear()  # idle keep-alive connections hold a greenlet each
     baseline = _greenlets_by_worker(gw, pids)
 
