@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= $(or $(OPENCLAW_CONFIG_PATH),examples/openclaw.dev.json5)
 export OPENCLAW_STATE_DIR ?= $(CURDIR)/.state
 
-.PHONY: run test lint fmt check clean
+.PHONY: run test lint fmt check clean soak
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The reliability suite with soak numbers: 6x the fuzzing examples, a 10-minute load phase.
+soak: $(STAMP)
+	OPENCLAW_SOAK=1 $(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ this module.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import struct
 import time
@@ -182,6 +183,16 @@ class _SocketInEnviron:
         return environ  # type: ignore[no-any-return]
 
 
+class _OneLineClientErrors:
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        # pywsgi prints a full traceback for header errors that are not ValueErrors (http.client's
+        # "got more than 100 headers", "header line too long"): every such request would put ~20
+        # lines in the log. A client's bad request deserves the one line the others get.
+        if isinstance(ex, http.client.HTTPException) and not isinstance(ex, ValueError):
+            ex = ValueError(str(ex) or type(ex).__name__)
+        return super()._handle_client_error(ex)  # type: ignore[misc]
+
+
 class _Drain:
     """One worker's drain state: its servers, and the connections waiting for a request line."""
 
@@ -253,12 +264,17 @@ class _DrainAware:
 
 
 class GatewayHandler(
-    _DrainAware, _SocketInEnviron, _GatewayUpgrade, PyWSGIHandler, WebSocketHandler
+    _OneLineClientErrors,
+    _DrainAware,
+    _SocketInEnviron,
+    _GatewayUpgrade,
+    PyWSGIHandler,
+    WebSocketHandler,
 ):
     """gunicorn's handler first in the MRO (access log), then gevent-websocket's upgrade."""
 
 
-class DevHandler(_SocketInEnviron, _GatewayUpgrade, WebSocketHandler):
+class DevHandler(_OneLineClientErrors, _SocketInEnviron, _GatewayUpgrade, WebSocketHandler):
     """The development server's handler."""
 
 

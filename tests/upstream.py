@@ -300,6 +300,12 @@ class _ClientGone(Exception):
 # --------------------------------------------------------------------------- server
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops and resets connections when a load test opens
+    # hundreds at once; a real upstream's backlog is far larger.
+    request_queue_size = 1024
+
+
 class Upstream:
     def __init__(self, port: int = 0) -> None:
         """``port`` 0 (default) binds a free port; a fixed one serves a config that names it."""
@@ -326,7 +332,7 @@ class Upstream:
 
     def start(self) -> Upstream:
         handler = type("_BoundHandler", (_Handler,), {"upstream": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self._bind_port), handler)
+        server = _Server(("127.0.0.1", self._bind_port), handler)
         server.daemon_threads = True
         server.block_on_close = False  # type: ignore[attr-defined]
         server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ Once an agent tool has run the run has changed state, so errors from then on car
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from contextlib import closing, nullcontext
@@ -52,6 +53,8 @@ from .types import (
 )
 
 EMPTY_REPLY = "No response from OpenClaw."
+# A surrogate code point in a decoded str is always a lone one (JSON pairs are joined on decode).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _ignore(event: AgentEvent) -> None:
@@ -117,7 +120,8 @@ def _on_tool_delta(run: _Run, out: _Round, event: ToolCallDelta) -> None:
     else:
         call.id = call.id or event.id or ""
         call.name = call.name or event.name or ""
-    call.arguments.append(event.arguments)
+    arguments = _LONE_SURROGATE.sub("\ufffd", event.arguments)
+    call.arguments.append(arguments)
     if not call.name or call.name in run.agent_tools:
         return  # an agent tool (or not yet known): never streamed as a client tool call
     if call.client_index is None:
@@ -135,7 +139,7 @@ def _on_tool_delta(run: _Run, out: _Round, event: ToolCallDelta) -> None:
                 },
             )
         )
-    elif event.arguments:
+    elif arguments:
         run.emit(
             AgentEvent(
                 "tool_call",
@@ -143,7 +147,7 @@ def _on_tool_delta(run: _Run, out: _Round, event: ToolCallDelta) -> None:
                     "index": call.client_index,
                     "id": None,
                     "name": None,
-                    "arguments": event.arguments,
+                    "arguments": arguments,
                 },
             )
         )
@@ -157,9 +161,12 @@ def _stream_round(provider: Provider, call: ProviderCall, run: _Run) -> _Round:
                 raise RunCancelled()
             if isinstance(event, TextDelta):
                 if event.text:
-                    out.text.append(event.text)
+                    # An upstream's lone surrogate ("\ud800") cannot be encoded as UTF-8 by any
+                    # surface: the JSON answer would 500 and the SSE stream break mid-frame.
+                    text = _LONE_SURROGATE.sub("\ufffd", event.text)
+                    out.text.append(text)
                     run.delivered = True
-                    run.emit(AgentEvent("assistant", {"delta": event.text}))
+                    run.emit(AgentEvent("assistant", {"delta": text}))
             elif isinstance(event, ToolCallDelta):
                 _on_tool_delta(run, out, event)
             elif isinstance(event, UsageReport):

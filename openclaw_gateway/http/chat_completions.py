@@ -74,11 +74,7 @@ def chat_completions() -> Response:
         framer = ChunkFramer(completion_id, created, model)
         stream = _stream(runtime, run, framer, chat.include_usage, settings.keepalive_seconds)
         return Response(stream, status=200, headers=STREAM_HEADERS)
-    try:
-        result = _run_until_disconnect(runtime, run)
-    except RunCancelled:
-        # The client left: nobody reads this, and nginx's 499 names it in the access log.
-        return Response(status=499)
+    result = _run_until_disconnect(runtime, run)  # RunCancelled: http/errors.py answers 499
     note_output(result.text)
     return Response(_completion_body(result, completion_id, created, model), content_type=JSON_TYPE)
 

@@ -8,11 +8,13 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from ..agent.errors import GatewayError, PayloadTooLarge
+from ..agent.errors import GatewayError, PayloadTooLarge, RunCancelled
 
 log = logging.getLogger("openclaw_gateway.http")
 
 JSON_TYPE = "application/json; charset=utf-8"
+# nginx's "client closed request": the status a cancelled run leaves in the access log.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def error_body(exc: GatewayError) -> bytes:
@@ -46,6 +48,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def gateway_error(exc: GatewayError) -> Response:
         return error_response(exc)
+
+    @app.errorhandler(RunCancelled)
+    def run_cancelled(exc: RunCancelled) -> Response:
+        # The client left mid-run (SPEC 3): nobody reads this answer, and it is not a failure.
+        return Response(b"", status=CLIENT_CLOSED_REQUEST)
 
     @app.errorhandler(NotFound)
     def not_found(exc: NotFound) -> Response:

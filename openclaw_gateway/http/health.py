@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 
 from flask import Blueprint, Response
+from greenlet import greenlet
 
 from .context import gateway
 from .errors import JSON_TYPE
@@ -37,4 +40,29 @@ def ready() -> Response:
         return _json(503, json.dumps({"ready": False, "failing": failing}).encode())
     runtime = gateway()
     body = {"ready": True, "activeRuns": runtime.active_runs, "instance": runtime.instance_id}
+    return _json(200, json.dumps(body).encode())
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@bp.route("/debug/runtime", methods=["GET"], provide_automatic_options=False)
+def runtime_figures() -> Response:
+    """Report this worker's pid, live greenlets, RSS and active runs (auth required).
+
+    The reliability suite uses it to show that faults and load leave nothing behind; counting
+    greenlets walks the heap, so it is for tests and operators, not for probes.
+    """
+    greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet) and not obj.dead)
+    body = {
+        "pid": os.getpid(),
+        "greenlets": greenlets,
+        "rssBytes": _rss_bytes(),
+        "activeRuns": gateway().active_runs,
+    }
     return _json(200, json.dumps(body).encode())

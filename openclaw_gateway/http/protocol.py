@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,9 @@ IMAGE_MIMES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 INVALID_IMAGE = "Invalid image_url content in `messages`."
 _READ_SIZE = 65536
+# A surrogate escape, or a surrogate encoded as UTF-8 bytes (``json`` decodes bytes with
+# surrogatepass): only a body with one of these needs the full lone-surrogate check.
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 @dataclass(slots=True)
@@ -85,6 +89,13 @@ def parse_json(body: bytes) -> dict[str, Any]:
             raise InvalidRequest("Invalid JSON: lone surrogate in a string.") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"Invalid request body: expected object, received {json_type(value)}")
+    if _MAYBE_SURROGATE.search(body):
+        # A lone surrogate parses but cannot be encoded as UTF-8 again: the upstream body, the
+        # SSE frames and the transcript would all fail on it mid-run.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("Invalid JSON: a string contains a lone surrogate.") from None
     return value
 
 

@@ -40,6 +40,28 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 
+_SETUP_SECONDS = 10.0
+
+
+def _set_up(db: sqlite3.Connection) -> None:
+    """Switch to WAL and create the schema, waiting out other processes doing the same."""
+    deadline = time.monotonic() + _SETUP_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            # Workers opening the file at once: the WAL switch answers "locked" at once, without
+            # the busy timeout, and the run that happened to be first in its worker failed.
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 class SqliteSessionStore:
     """The default store. One connection per process, used under a lock (calls are short)."""
 
@@ -58,9 +80,11 @@ class SqliteSessionStore:
             db = sqlite3.connect(
                 self.path, timeout=5.0, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            try:
+                _set_up(db)
+            except BaseException:
+                db.close()
+                raise
             self._db, self._pid = db, os.getpid()
         return self._db
 
