@@ -63,6 +63,9 @@ class RequestObserver:
         self.app = app
         self.metrics = runtime.metrics
         self.write = write
+        auth = runtime.settings.gateway.auth
+        # A client may put the secret where it does not belong (a path): never log it.
+        self._secret = auth.secret if auth.mode != "none" else ""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
         started = time.perf_counter()
@@ -91,11 +94,14 @@ class RequestObserver:
         route = fields.pop("route", "other")
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(seconds)
+        path = environ.get("PATH_INFO", "")
+        if self._secret and self._secret in path:
+            path = path.replace(self._secret, "***")
         line = {
             "ts": round(time.time(), 3),
             "event": "request",
             "method": environ.get("REQUEST_METHOD", ""),
-            "path": environ.get("PATH_INFO", ""),
+            "path": path,
             "status": status,
             "duration_ms": round(seconds * 1000, 1),
             "pid": os.getpid(),  # which worker: figures per worker add up in /metrics
