@@ -310,3 +310,24 @@ def test_upstream_failure_ends_the_agent_run_with_an_error_res(ws: WsClient) -> 
     ]
     assert phases == ["start", "error"]
     wait_until(lambda: ws.call("agent.wait", {"runId": key})["payload"]["status"] == "error")
+
+
+def test_frame_with_a_lone_surrogate_is_invalid_request_and_the_socket_stays_usable(
+    ws: WsClient,
+) -> None:
+    ws.send('{"type":"req","id":"s1","method":"agent","params":{"message":"hi \\ud800"}}')
+    res = ws.recv()
+    assert res["ok"] is False
+    assert res["error"]["code"] == "INVALID_REQUEST"
+    assert "lone surrogate" in res["error"]["message"]
+    assert _ok(ws.call("health"))["ok"] is True
+
+
+def test_deeply_nested_frame_is_invalid_request_and_the_socket_stays_usable(ws: WsClient) -> None:
+    ws.send("[" * 50_000 + "]" * 50_000)
+    res = ws.recv()
+    assert res["error"] == {
+        "code": "INVALID_REQUEST",
+        "message": "invalid JSON: nested too deeply.",
+    }
+    assert _ok(ws.call("health"))["ok"] is True

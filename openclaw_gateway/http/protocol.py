@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent.errors import InvalidRequest, MissingUserMessage, PayloadTooLarge
 from ..agent.types import Image, Message, ToolCall
 from ..config import ChatCompletionsSettings, json_type
+from ..wire import decode_json
 
 IMAGE_MIMES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
@@ -19,7 +19,6 @@ INVALID_IMAGE = "Invalid image_url content in `messages`."
 _READ_SIZE = 65536
 # A surrogate escape, or a surrogate encoded as UTF-8 bytes (``json`` decodes bytes with
 # surrogatepass): only a body with one of these needs the full lone-surrogate check.
-_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 @dataclass(slots=True)
@@ -74,28 +73,11 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body)
-    except RecursionError:
-        raise InvalidRequest("Invalid JSON: nested too deeply.") from None
+        value = decode_json(body)
     except ValueError as exc:
         raise InvalidRequest(f"Invalid JSON: {exc}") from None
-    # json accepts a lone surrogate escape (\ud800) that no UTF-8 encoder can write later (the
-    # upstream body, the transcript): refuse it here. Only escapes can produce one, so the
-    # check costs nothing on ordinary bodies.
-    if b"\\ud" in body or b"\\uD" in body:
-        try:
-            json.dumps(value, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise InvalidRequest("Invalid JSON: lone surrogate in a string.") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"Invalid request body: expected object, received {json_type(value)}")
-    if _MAYBE_SURROGATE.search(body):
-        # A lone surrogate parses but cannot be encoded as UTF-8 again: the upstream body, the
-        # SSE frames and the transcript would all fail on it mid-run.
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequest("Invalid JSON: a string contains a lone surrogate.") from None
     return value
 
 

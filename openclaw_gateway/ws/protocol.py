@@ -22,6 +22,7 @@ from ..agent.errors import (
     Unauthorized,
     UpstreamTimeout,
 )
+from ..wire import decode_json
 
 PROTOCOL_VERSIONS = (3, 4)
 
@@ -130,7 +131,7 @@ def parse_request(text: Any) -> Request:
     if not isinstance(text, str):
         raise invalid("expected a text frame")
     try:
-        frame = json.loads(text)
+        frame = decode_json(text)
     except ValueError as exc:
         raise invalid(f"invalid JSON: {exc}") from None
     if not isinstance(frame, dict) or frame.get("type") != "req":

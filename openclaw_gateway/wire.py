@@ -1,0 +1,36 @@
+"""JSON from clients, as both surfaces accept it (HTTP bodies and WebSocket frames)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# Only an escape (\ud800) or CESU-style bytes can smuggle in a lone surrogate, so ordinary
+# payloads skip the re-encoding check entirely.
+_MAYBE_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_MAYBE_SURROGATE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse client JSON; raise ``ValueError`` with a reason fit to show the client.
+
+    Beyond ``json.loads``: deep nesting is a ``ValueError`` (not a ``RecursionError``), and a lone
+    surrogate, which parses but that no UTF-8 encoder can write again (the upstream body, SSE
+    frames, the transcript), is refused here rather than failing mid-run.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply.") from None
+    maybe = (
+        _MAYBE_SURROGATE_BYTES.search(data)
+        if isinstance(data, bytes)
+        else _MAYBE_SURROGATE_TEXT.search(data)
+    )
+    if maybe:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string contains a lone surrogate.") from None
+    return value
