@@ -92,24 +92,9 @@ def _sessions(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from gevent.pywsgi import WSGIServer
+    from .devserver import serve
 
-    from . import create_app
-    from .server import DevHandler, dev_listener
-
-    app = create_app(settings)
-    listener = dev_listener(settings.gateway.host, args.port or settings.gateway.port)
-    print(
-        f"openclaw-gateway listening on http://{settings.gateway.host}:{listener.getsockname()[1]}",
-        flush=True,
-    )
-    for line in describe_startup(settings):
-        print(f"  {line}", flush=True)
-    try:
-        WSGIServer(listener, app, handler_class=DevHandler, log=None).serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve(settings, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:
