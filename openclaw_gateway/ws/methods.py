@@ -99,11 +99,16 @@ def status(ctx: Context, conn: Connection, req: Request) -> Any:
 
 def models_list(ctx: Context, conn: Connection, req: Request) -> Any:
     Params(req.params, "models.list", {})
-    models = [
-        {"id": model, "name": model, "provider": provider.id}
-        for provider in ctx.runtime.settings.providers.values()
-        for model in provider.models
-    ]
+    settings = ctx.runtime.settings
+    # The built-in echo provider is listed only when an agent uses it: OpenClaw lists the catalog.
+    used = {ref.split("/", 1)[0] for agent in settings.agents for ref in agent.model.chain}
+    models = []
+    for provider in settings.providers.values():
+        if provider.api == "echo" and provider.id not in used:
+            continue
+        for model in provider.models:
+            meta = provider.model_meta.get(model, {})
+            models.append({"id": model, "name": model, "provider": provider.id, **meta})
     return {"models": models}
 
 
