@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TOKEN, GatewayProcess
+from tests.conftest import TOKEN, GatewayProcess, unique
 from tests.rawhttp import send
 from tests.upstream import Upstream
-from tests.wsclient import connected, ws_url
+from tests.wsclient import WsClient, connected, ws_url
+
+SLOW = "[[upstream:slow interval=0.3 chunks=20]]"
 
 
 @pytest.mark.parametrize("path", ["/health", "/healthz"])
@@ -90,3 +92,50 @@ def test_ws_models_list_shows_configured_name_and_catalog_fields_only(catalog_ga
             "reasoning": False,
         }
     ]
+
+
+@pytest.fixture
+def ws(gateway: GatewayProcess) -> Iterator[WsClient]:
+    client = connected(ws_url(gateway.url))
+    yield client
+    client.close()
+
+
+def test_agent_accepted_names_session_and_agent_and_events_carry_agent_id(ws: WsClient) -> None:
+    key, session = unique("idem"), unique("s")
+    request_id = ws.request(
+        "agent",
+        {"message": "hi", "idempotencyKey": key, "agentId": "writer", "sessionKey": session},
+    )
+    accepted = ws.response(request_id)["payload"]
+    assert accepted["status"] == "accepted"
+    assert accepted["agentId"] == "writer"
+    assert accepted["sessionKey"] == session
+    assert ws.response(request_id)["payload"]["status"] == "ok"
+    events = [e["payload"] for e in ws.events if e.get("event") == "agent"]
+    assert events, "no agent events"
+    assert {(e["agentId"], e["sessionKey"]) for e in events} == {("writer", accepted["sessionKey"])}
+
+
+def test_chat_final_carries_agent_id_and_stop_reason(ws: WsClient) -> None:
+    started = ws.call(
+        "chat.send",
+        {"sessionKey": unique("s"), "message": "hello", "idempotencyKey": unique("i")},
+    )["payload"]
+    final = ws.event("chat", runId=started["runId"], state="final")["payload"]
+    assert final["agentId"] == "main"
+    assert final["stopReason"] == "stop"
+
+
+def test_chat_aborted_event_keeps_the_text_streamed_so_far(ws: WsClient) -> None:
+    session = unique("s")
+    started = ws.call(
+        "chat.send",
+        {"sessionKey": session, "message": f"{SLOW} go", "idempotencyKey": unique("i")},
+    )["payload"]
+    delta = ws.event("chat", runId=started["runId"], state="delta")["payload"]
+    assert ws.call("chat.abort", {"sessionKey": session})["payload"]["aborted"] is True
+    aborted = ws.event("chat", runId=started["runId"], state="aborted")["payload"]
+    text = aborted["message"]["content"][0]["text"]
+    assert aborted["message"]["role"] == "assistant"
+    assert text.startswith(delta["message"]["content"][0]["text"])

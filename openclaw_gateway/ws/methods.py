@@ -232,6 +232,7 @@ class _RunEvents:
             "stream": stream,
             "ts": now_ms(),
             "sessionKey": self.run.session_key,
+            "agentId": self.run.agent_id,
             "data": data,
         }
         self.run.owner.event("agent", payload)
@@ -241,6 +242,7 @@ class _RunEvents:
         payload = {
             "runId": self.run.run_id,
             "sessionKey": self.run.session_key,
+            "agentId": self.run.agent_id,
             "seq": self.seq,
             "state": state,
             **fields,
@@ -293,6 +295,7 @@ def _execute(ctx: Context, run: Run, request: AgentRunRequest, timeout: float | 
     try:
         result = ctx.runtime.run_agent(request, emit=events, cancel=run.cancel)
         run.text = result.text
+        run.stop_reason = _STOP_REASONS.get(result.finish_reason, result.finish_reason)
         run.finish("ok", now_ms())
     except RunCancelled:
         if timed_out:
@@ -311,9 +314,16 @@ def _execute(ctx: Context, run: Run, request: AgentRunRequest, timeout: float | 
         _finish_chat(run, events)
 
 
+# OpenAI finish reasons as OpenClaw's chat events name them (`stopReason`).
+_STOP_REASONS = {"tool_calls": "toolUse"}
+
+
 def _finish_chat(run: Run, events: _RunEvents) -> None:
     if run.status == "ok":
-        payload = events.chat_event("final", message=events.message())
+        payload = events.chat_event("final", stopReason=run.stop_reason, message=events.message())
+    elif run.status == "aborted" and events.text:
+        # As OpenClaw: the text streamed before the abort, so a client can keep what it showed.
+        payload = events.chat_event("aborted", message=events.message())
     elif run.status == "aborted":
         payload = events.chat_event("aborted")
     else:
@@ -379,7 +389,7 @@ def _new_run(
 ) -> tuple[Run, AgentRunRequest]:
     if ctx.runtime.draining:
         raise WsError(UNAVAILABLE, "gateway is shutting down")
-    run = Run(key, method, route.session_key, conn, now_ms(), key)
+    run = Run(key, method, route.session_key, conn, now_ms(), key, agent_id=route.agent.id)
     request = AgentRunRequest(
         agent=route.agent,
         session_key=route.session_key,
@@ -421,7 +431,14 @@ def agent(ctx: Context, conn: Connection, req: Request) -> Any:
         _images(params.get("attachments")),
         str(params.get("extraSystemPrompt", "")),
     )
-    conn.respond(req.id, {"runId": run.run_id, "status": "accepted", "acceptedAt": now_ms()})
+    accepted = {
+        "runId": run.run_id,
+        "sessionKey": run.session_key,
+        "agentId": run.agent_id,
+        "status": "accepted",
+        "acceptedAt": now_ms(),
+    }
+    conn.respond(req.id, accepted)
 
     def go() -> None:
         _execute(ctx, run, request, timeout)
