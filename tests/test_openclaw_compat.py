@@ -6,6 +6,7 @@ it runs against this gateway only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.upstream import Upstream
 from tests.wsclient import WsClient, connected, ws_url
 
 SLOW = "[[upstream:slow interval=0.3 chunks=20]]"
+HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize("path", ["/health", "/healthz"])
@@ -139,3 +141,27 @@ def test_chat_aborted_event_keeps_the_text_streamed_so_far(ws: WsClient) -> None
     text = aborted["message"]["content"][0]["text"]
     assert aborted["message"]["role"] == "assistant"
     assert text.startswith(delta["message"]["content"][0]["text"])
+
+
+def _chat_error(gateway: GatewayProcess, payload: dict[str, Any]) -> dict[str, Any]:
+    response = send(
+        gateway.port,
+        "POST",
+        "/v1/chat/completions",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        json.dumps(payload).encode(),
+    )
+    assert response.status == 400
+    return response.json()["error"]
+
+
+@pytest.mark.parametrize("field", ["presence_penalty", "frequency_penalty"])
+def test_penalty_range_error_words_the_range_like_openclaw(gateway, field):
+    error = _chat_error(gateway, {"messages": HI, field: 3})
+    assert error["message"] == f"`{field}` must be between -2.0 and 2.0."
+
+
+def test_tools_of_the_wrong_type_is_a_field_path_message(gateway):
+    error = _chat_error(gateway, {"messages": HI, "tools": "x"})
+    assert error["message"] == "tools: expected array, received string"
+    assert error["param"] == "tools"
