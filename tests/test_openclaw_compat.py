@@ -165,3 +165,19 @@ def test_tools_of_the_wrong_type_is_a_field_path_message(gateway):
     error = _chat_error(gateway, {"messages": HI, "tools": "x"})
     assert error["message"] == "tools: expected array, received string"
     assert error["param"] == "tools"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "auth", "reason"),
+    [
+        ("GET", "/nope", False, "Not Found"),
+        ("GET", "/v1/chat/completions", False, "Method Not Allowed"),
+        ("POST", "/v1/chat/completions", False, "Unauthorized"),
+        ("POST", "/v1/chat/completions", True, "Bad Request"),
+        ("GET", "/health", False, "OK"),
+    ],
+)
+def test_status_line_reason_phrase_is_the_registered_one(gateway, method, path, auth, reason):
+    headers = {"Authorization": f"Bearer {TOKEN}"} if auth else {}
+    response = send(gateway.port, method, path, headers, b"{bad" if method == "POST" else None)
+    assert response.reason == reason
