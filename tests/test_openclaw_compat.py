@@ -181,3 +181,34 @@ def test_status_line_reason_phrase_is_the_registered_one(gateway, method, path, 
     headers = {"Authorization": f"Bearer {TOKEN}"} if auth else {}
     response = send(gateway.port, method, path, headers, b"{bad" if method == "POST" else None)
     assert response.reason == reason
+
+
+@pytest.fixture
+def raw_ws(gateway: GatewayProcess) -> Iterator[WsClient]:
+    client = WsClient(ws_url(gateway.url))
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("auth", "code", "reason"),
+    [
+        ({"token": "wrong"}, "AUTH_TOKEN_MISMATCH", "token_mismatch"),
+        ({}, "AUTH_TOKEN_MISSING", "token_missing"),
+    ],
+)
+def test_refused_secret_names_the_reason_in_details(raw_ws: WsClient, auth, code, reason):
+    res = raw_ws.connect(auth=auth)
+    assert res["ok"] is False
+    assert res["error"]["details"]["code"] == code
+    assert res["error"]["details"]["authReason"] == reason
+    assert raw_ws.close_code()[0] == 1008
+
+
+def test_protocol_mismatch_details_echo_the_client_range(raw_ws: WsClient):
+    res = raw_ws.connect(minProtocol=7, maxProtocol=9)
+    details = res["error"]["details"]
+    assert details["code"] == "PROTOCOL_MISMATCH"
+    assert (details["clientMinProtocol"], details["clientMaxProtocol"]) == (7, 9)
+    assert details["expectedProtocol"] == 4
+    assert raw_ws.close_code()[0] == 1002
