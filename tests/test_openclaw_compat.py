@@ -212,3 +212,13 @@ def test_protocol_mismatch_details_echo_the_client_range(raw_ws: WsClient):
     assert (details["clientMinProtocol"], details["clientMaxProtocol"]) == (7, 9)
     assert details["expectedProtocol"] == 4
     assert raw_ws.close_code()[0] == 1002
+
+
+def test_ws_params_errors_are_worded_like_openclaws_validator(ws: WsClient) -> None:
+    unknown = ws.call("chat.history", {"sessionKey": "main", "bogus": 1})["error"]
+    assert unknown == {
+        "code": "INVALID_REQUEST",
+        "message": "invalid chat.history params: at root: unexpected property 'bogus'",
+    }
+    wrong = ws.call("sessions.list", {"limit": "x"})["error"]
+    assert wrong["message"] == "invalid sessions.list params: at /limit: must be integer"
