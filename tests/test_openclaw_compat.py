@@ -222,3 +222,14 @@ def test_ws_params_errors_are_worded_like_openclaws_validator(ws: WsClient) -> N
     }
     wrong = ws.call("sessions.list", {"limit": "x"})["error"]
     assert wrong["message"] == "invalid sessions.list params: at /limit: must be integer"
+
+
+def test_sessions_list_carries_ts_and_count(ws: WsClient) -> None:
+    session = unique("s")
+    started = ws.call(
+        "chat.send", {"sessionKey": session, "message": "hi", "idempotencyKey": unique("i")}
+    )["payload"]
+    ws.event("chat", runId=started["runId"], state="final")
+    payload = ws.call("sessions.list", {"search": session})["payload"]
+    assert payload["count"] == len(payload["sessions"]) == 1
+    assert isinstance(payload["ts"], int) and payload["ts"] > 0

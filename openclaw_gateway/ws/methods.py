@@ -142,7 +142,8 @@ def sessions_list(ctx: Context, conn: Connection, req: Request) -> Any:
         and (not search or search in s.key)
         and s.updated_at >= since
     ]
-    return {"sessions": sessions}
+    # `ts` and `count` lead the payload as in OpenClaw; clients show the count without counting.
+    return {"ts": now_ms(), "count": len(sessions), "sessions": sessions}
 
 
 def _history_message(entry: dict[str, Any]) -> dict[str, Any]:
