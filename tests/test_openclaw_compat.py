@@ -7,6 +7,7 @@ it runs against this gateway only.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,3 +234,8 @@ def test_sessions_list_carries_ts_and_count(ws: WsClient) -> None:
     payload = ws.call("sessions.list", {"search": session})["payload"]
     assert payload["count"] == len(payload["sessions"]) == 1
     assert isinstance(payload["ts"], int) and payload["ts"] > 0
+
+
+def test_hello_ok_conn_id_is_a_dashed_uuid(raw_ws: WsClient) -> None:
+    conn_id = raw_ws.connect()["payload"]["server"]["connId"]
+    assert str(uuid.UUID(conn_id)) == conn_id
