@@ -130,7 +130,7 @@ def test_chat_final_carries_agent_id_and_stop_reason(ws: WsClient) -> None:
     assert final["stopReason"] == "stop"
 
 
-def test_chat_aborted_event_keeps_the_text_streamed_so_far(ws: WsClient) -> None:
+def test_chat_aborted_event_says_rpc_and_keeps_the_text_streamed_so_far(ws: WsClient) -> None:
     session = unique("s")
     started = ws.call(
         "chat.send",
@@ -139,6 +139,7 @@ def test_chat_aborted_event_keeps_the_text_streamed_so_far(ws: WsClient) -> None
     delta = ws.event("chat", runId=started["runId"], state="delta")["payload"]
     assert ws.call("chat.abort", {"sessionKey": session})["payload"]["aborted"] is True
     aborted = ws.event("chat", runId=started["runId"], state="aborted")["payload"]
+    assert aborted["stopReason"] == "rpc"
     text = aborted["message"]["content"][0]["text"]
     assert aborted["message"]["role"] == "assistant"
     assert text.startswith(delta["message"]["content"][0]["text"])

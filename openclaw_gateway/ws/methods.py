@@ -322,11 +322,11 @@ _STOP_REASONS = {"tool_calls": "toolUse"}
 def _finish_chat(run: Run, events: _RunEvents) -> None:
     if run.status == "ok":
         payload = events.chat_event("final", stopReason=run.stop_reason, message=events.message())
-    elif run.status == "aborted" and events.text:
-        # As OpenClaw: the text streamed before the abort, so a client can keep what it showed.
-        payload = events.chat_event("aborted", message=events.message())
     elif run.status == "aborted":
-        payload = events.chat_event("aborted")
+        # As OpenClaw: stopped over RPC ("rpc"), with the text streamed before the abort so a
+        # client can keep what it showed.
+        extra = {"message": events.message()} if events.text else {}
+        payload = events.chat_event("aborted", stopReason="rpc", **extra)
     else:
         payload = events.chat_event("error", errorMessage=run.error or "error")
     for conn in {run.owner, *run.watchers}:
