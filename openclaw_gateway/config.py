@@ -71,6 +71,8 @@ class ProviderSettings:
     api_key: str = field(default="", repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     models: tuple[str, ...] = ()
+    # Per model id, the catalog fields OpenClaw's models.list shows (name, contextWindow, reasoning).
+    model_meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     timeout_seconds: float = 120.0
     connect_timeout_seconds: float = 10.0
 
@@ -525,6 +527,7 @@ def _read_providers(root: _Section, env: Mapping[str, str]) -> dict[str, Provide
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise ConfigError(f"{path}.headers: expected object of strings")
         model_ids = []
+        model_meta: dict[str, dict[str, Any]] = {}
         raw_models = p.get("models")
         if raw_models is not _MISSING and raw_models is not None:
             if not isinstance(raw_models, list):
@@ -536,6 +539,7 @@ def _read_providers(root: _Section, env: Mapping[str, str]) -> dict[str, Provide
                     model_ids.append(m)
                 elif isinstance(m, dict) and isinstance(m.get("id"), str):
                     model_ids.append(m["id"])
+                    model_meta[m["id"]] = _model_meta(m)
                 else:
                     raise ConfigError(f"{path}.models[{i}]: expected {{id: string, ...}}")
         providers[pid] = ProviderSettings(
@@ -545,6 +549,7 @@ def _read_providers(root: _Section, env: Mapping[str, str]) -> dict[str, Provide
             api_key=p.string("apiKey"),
             headers=dict(headers),
             models=tuple(model_ids),
+            model_meta=model_meta,
             timeout_seconds=p.number("timeoutSeconds", 120.0, 0.01, 86_400),
             connect_timeout_seconds=p.number("connectTimeoutSeconds", 10.0, 0.01, 600),
         )
@@ -564,6 +569,19 @@ def _read_providers(root: _Section, env: Mapping[str, str]) -> dict[str, Provide
         ECHO_PROVIDER_ID, ProviderSettings(id=ECHO_PROVIDER_ID, api="echo", models=("echo",))
     )
     return providers
+
+
+def _model_meta(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep a catalog entry's display fields that have the type OpenClaw gives them."""
+    meta: dict[str, Any] = {}
+    if isinstance(entry.get("name"), str) and entry["name"]:
+        meta["name"] = entry["name"]
+    window = entry.get("contextWindow")
+    if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+        meta["contextWindow"] = window
+    if isinstance(entry.get("reasoning"), bool):
+        meta["reasoning"] = entry["reasoning"]
+    return meta
 
 
 def _default_model(providers: Mapping[str, ProviderSettings], env: Mapping[str, str]) -> ModelRef:

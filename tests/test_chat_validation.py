@@ -113,8 +113,8 @@ def test_temperature_out_of_range_is_400(gateway, value):
     ("field", "value", "message"),
     [
         ("top_p", 1.5, "`top_p` must be between 0 and 1."),
-        ("presence_penalty", -3, "`presence_penalty` must be between -2 and 2."),
-        ("frequency_penalty", 2.5, "`frequency_penalty` must be between -2 and 2."),
+        ("presence_penalty", -3, "`presence_penalty` must be between -2.0 and 2.0."),
+        ("frequency_penalty", 2.5, "`frequency_penalty` must be between -2.0 and 2.0."),
     ],
 )
 def test_sampling_params_out_of_range_are_400(gateway, field, value, message):

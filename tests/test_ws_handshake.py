@@ -210,6 +210,7 @@ def test_wrong_token_over_ws_counts_towards_the_shared_lockout(
     error, code = _refused(ws, ws.connect())
     assert "too many failed authentication attempts" in error["message"]
     assert error["details"]["retryAfterMs"] > 0
+    assert error["details"]["code"] == "AUTH_RATE_LIMITED"
     assert code == 1008
     http = urllib3.PoolManager(retries=False)
     response = http.request(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import time
 
 from flask import Blueprint, Response
 from greenlet import greenlet
@@ -15,7 +16,9 @@ from .hooks import public
 
 bp = Blueprint("health", __name__)
 
-_LIVE = json.dumps({"ok": True, "status": "live"}).encode()
+# Compact separators: the exact bytes OpenClaw sends, so probes that match on a string still pass.
+_COMPACT = (",", ":")
+_LIVE = json.dumps({"ok": True, "status": "live"}, separators=_COMPACT).encode()
 
 
 def _json(status: int, body: bytes) -> Response:
@@ -35,12 +38,20 @@ def live() -> Response:
 @bp.route("/readyz", methods=["GET", "HEAD"], provide_automatic_options=False)
 @public
 def ready() -> Response:
-    failing = gateway().ready()
-    if failing:
-        return _json(503, json.dumps({"ready": False, "failing": failing}).encode())
     runtime = gateway()
-    body = {"ready": True, "activeRuns": runtime.active_runs, "instance": runtime.instance_id}
-    return _json(200, json.dumps(body).encode())
+    failing = runtime.ready()
+    if failing:
+        body = {"ready": False, "failing": failing}
+        return _json(503, json.dumps(body, separators=_COMPACT).encode())
+    # OpenClaw's fields first (`failing` always present, `uptimeMs`), then this gateway's own.
+    body = {
+        "ready": True,
+        "failing": [],
+        "uptimeMs": int((time.time() - runtime.started_at) * 1000),
+        "activeRuns": runtime.active_runs,
+        "instance": runtime.instance_id,
+    }
+    return _json(200, json.dumps(body, separators=_COMPACT).encode())
 
 
 def _rss_bytes() -> int | None:

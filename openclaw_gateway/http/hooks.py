@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
+from werkzeug.http import HTTP_STATUS_CODES
 
 from ..security.auth import bearer_secret
 from .context import gateway
@@ -19,6 +20,9 @@ SECURITY_HEADERS = {
 }
 F = TypeVar("F", bound=Callable[..., Any])
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Werkzeug upper-cases the reason phrase ("400 BAD REQUEST"); OpenClaw (Node) sends the
+# registered one ("400 Bad Request"), which is what clients print in their errors.
+_STATUS_LINES = {code: f"{code} {phrase}" for code, phrase in HTTP_STATUS_CODES.items()}
 
 
 def public(view: F) -> F:
@@ -41,6 +45,7 @@ def _before_request() -> None:
 
 
 def _after_request(response: Response) -> Response:
+    response.status = _STATUS_LINES.get(response.status_code, response.status)
     headers = response.headers
     for name, value in SECURITY_HEADERS.items():
         headers[name] = value

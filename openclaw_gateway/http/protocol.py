@@ -85,14 +85,14 @@ def parse_json(body: bytes) -> dict[str, Any]:
 # Fields
 
 
-def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
+def _number(body: dict[str, Any], name: str, lo: float, hi: float, span: str) -> float | None:
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _expected(name, "number", value)
     if not lo <= value <= hi:
-        raise InvalidRequest(f"`{name}` must be between {lo:g} and {hi:g}.", param=name)
+        raise InvalidRequest(f"`{name}` must be between {span}.", param=name)
     return value
 
 
@@ -118,13 +118,14 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         options["max_completion_tokens"] = max_completion
     elif max_tokens is not None:
         options["max_tokens"] = max_tokens
-    for name, lo, hi in (
-        ("temperature", 0, 2),
-        ("top_p", 0, 1),
-        ("presence_penalty", -2, 2),
-        ("frequency_penalty", -2, 2),
+    # The range as OpenClaw words it in the error (penalties with one decimal).
+    for name, lo, hi, span in (
+        ("temperature", 0, 2, "0 and 2"),
+        ("top_p", 0, 1, "0 and 1"),
+        ("presence_penalty", -2, 2, "-2.0 and 2.0"),
+        ("frequency_penalty", -2, 2, "-2.0 and 2.0"),
     ):
-        value = _number(body, name, lo, hi)
+        value = _number(body, name, lo, hi, span)
         if value is not None:
             options[name] = value
     seed = body.get("seed")
@@ -160,10 +161,7 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
     names: set[str] = set()
     if tools is not None:
         if not isinstance(tools, list):
-            raise InvalidRequest(
-                f"Invalid tools/tool_choice: tools must be an array, received {json_type(tools)}",
-                param="tools",
-            )
+            raise _expected("tools", "array", tools)
         for i, tool in enumerate(tools):
             function = tool.get("function") if isinstance(tool, dict) else None
             name = function.get("name") if isinstance(function, dict) else None

@@ -122,6 +122,9 @@ def _negotiate(params: Params) -> int:
         raise _fail(
             "protocol mismatch",
             close=CLOSE_PROTOCOL,
+            code="PROTOCOL_MISMATCH",
+            clientMinProtocol=low,
+            clientMaxProtocol=high,
             expectedProtocol=PROTOCOL_VERSIONS[-1],
             supportedProtocols=list(PROTOCOL_VERSIONS),
         )
@@ -138,11 +141,17 @@ def _authenticate(runtime: Gateway, client_ip: str, auth: Params) -> str:
     except RateLimited as exc:
         raise _fail(
             "unauthorized: too many failed authentication attempts (retry later)",
+            code="AUTH_RATE_LIMITED",
             retryAfterMs=(exc.retry_after or 1) * 1000,
         ) from None
     except Unauthorized:
         what = "missing" if presented is None else "mismatch"
-        raise _fail(f"unauthorized: gateway {noun} {what}") from None
+        # details.code is what OpenClaw's clients branch on to say which secret is wrong.
+        raise _fail(
+            f"unauthorized: gateway {noun} {what}",
+            code=f"AUTH_{noun.upper()}_{what.upper()}",
+            authReason=f"{noun}_{what}",
+        ) from None
     return str(auth.get("token") or auth.get("deviceToken") or auth.get("bootstrapToken") or "")
 
 

@@ -99,11 +99,16 @@ def status(ctx: Context, conn: Connection, req: Request) -> Any:
 
 def models_list(ctx: Context, conn: Connection, req: Request) -> Any:
     Params(req.params, "models.list", {})
-    models = [
-        {"id": model, "name": model, "provider": provider.id}
-        for provider in ctx.runtime.settings.providers.values()
-        for model in provider.models
-    ]
+    settings = ctx.runtime.settings
+    # The built-in echo provider is listed only when an agent uses it: OpenClaw lists the catalog.
+    used = {ref.split("/", 1)[0] for agent in settings.agents for ref in agent.model.chain}
+    models = []
+    for provider in settings.providers.values():
+        if provider.api == "echo" and provider.id not in used:
+            continue
+        for model in provider.models:
+            meta = provider.model_meta.get(model, {})
+            models.append({"id": model, "name": model, "provider": provider.id, **meta})
     return {"models": models}
 
 
@@ -137,7 +142,8 @@ def sessions_list(ctx: Context, conn: Connection, req: Request) -> Any:
         and (not search or search in s.key)
         and s.updated_at >= since
     ]
-    return {"sessions": sessions}
+    # `ts` and `count` lead the payload as in OpenClaw; clients show the count without counting.
+    return {"ts": now_ms(), "count": len(sessions), "sessions": sessions}
 
 
 def _history_message(entry: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +233,7 @@ class _RunEvents:
             "stream": stream,
             "ts": now_ms(),
             "sessionKey": self.run.session_key,
+            "agentId": self.run.agent_id,
             "data": data,
         }
         self.run.owner.event("agent", payload)
@@ -236,6 +243,7 @@ class _RunEvents:
         payload = {
             "runId": self.run.run_id,
             "sessionKey": self.run.session_key,
+            "agentId": self.run.agent_id,
             "seq": self.seq,
             "state": state,
             **fields,
@@ -288,6 +296,7 @@ def _execute(ctx: Context, run: Run, request: AgentRunRequest, timeout: float | 
     try:
         result = ctx.runtime.run_agent(request, emit=events, cancel=run.cancel)
         run.text = result.text
+        run.stop_reason = _STOP_REASONS.get(result.finish_reason, result.finish_reason)
         run.finish("ok", now_ms())
     except RunCancelled:
         if timed_out:
@@ -306,11 +315,18 @@ def _execute(ctx: Context, run: Run, request: AgentRunRequest, timeout: float | 
         _finish_chat(run, events)
 
 
+# OpenAI finish reasons as OpenClaw's chat events name them (`stopReason`).
+_STOP_REASONS = {"tool_calls": "toolUse"}
+
+
 def _finish_chat(run: Run, events: _RunEvents) -> None:
     if run.status == "ok":
-        payload = events.chat_event("final", message=events.message())
+        payload = events.chat_event("final", stopReason=run.stop_reason, message=events.message())
     elif run.status == "aborted":
-        payload = events.chat_event("aborted")
+        # As OpenClaw: stopped over RPC ("rpc"), with the text streamed before the abort so a
+        # client can keep what it showed.
+        extra = {"message": events.message()} if events.text else {}
+        payload = events.chat_event("aborted", stopReason="rpc", **extra)
     else:
         payload = events.chat_event("error", errorMessage=run.error or "error")
     for conn in {run.owner, *run.watchers}:
@@ -374,7 +390,7 @@ def _new_run(
 ) -> tuple[Run, AgentRunRequest]:
     if ctx.runtime.draining:
         raise WsError(UNAVAILABLE, "gateway is shutting down")
-    run = Run(key, method, route.session_key, conn, now_ms(), key)
+    run = Run(key, method, route.session_key, conn, now_ms(), key, agent_id=route.agent.id)
     request = AgentRunRequest(
         agent=route.agent,
         session_key=route.session_key,
@@ -416,7 +432,14 @@ def agent(ctx: Context, conn: Connection, req: Request) -> Any:
         _images(params.get("attachments")),
         str(params.get("extraSystemPrompt", "")),
     )
-    conn.respond(req.id, {"runId": run.run_id, "status": "accepted", "acceptedAt": now_ms()})
+    accepted = {
+        "runId": run.run_id,
+        "sessionKey": run.session_key,
+        "agentId": run.agent_id,
+        "status": "accepted",
+        "acceptedAt": now_ms(),
+    }
+    conn.respond(req.id, accepted)
 
     def go() -> None:
         _execute(ctx, run, request, timeout)

@@ -180,7 +180,8 @@ class Params:
     def __init__(self, raw: Mapping[str, Any], where: str, schema: Mapping[str, str]) -> None:
         for key in raw:
             if key not in schema:
-                raise invalid(f"invalid {where} params: unexpected property '{key}'")
+                # Worded as OpenClaw's schema validator words it (JSON pointer to the spot).
+                raise invalid(f"invalid {where} params: at root: unexpected property '{key}'")
         for key, kind in schema.items():
             value = raw.get(key)
             if value is None or kind == "any":
@@ -191,9 +192,7 @@ class Params:
             if kind == "integer" and isinstance(value, float) and value.is_integer():
                 ok = True
             if not ok:
-                raise invalid(
-                    f"invalid {where} params: '{key}' must be {kind}, received {_kind(value)}"
-                )
+                raise invalid(f"invalid {where} params: at /{key}: must be {kind}")
         self.raw = raw
         self.where = where
 

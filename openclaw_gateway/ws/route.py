@@ -83,7 +83,7 @@ class Hub:
         conn = Connection(
             ws,
             sock,
-            conn_id=uuid.uuid4().hex,
+            conn_id=str(uuid.uuid4()),  # dashed, like OpenClaw's connId
             client_ip=peer_ip,
             max_buffered=settings.max_buffered_bytes,
         )

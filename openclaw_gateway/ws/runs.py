@@ -31,6 +31,8 @@ class Run:
     ended_at: int | None = None
     error: str | None = None
     text: str = ""
+    agent_id: str = ""
+    stop_reason: str = "stop"
     watchers: set[Connection] = field(default_factory=set)
 
     def finish(self, status: str, ended_at: int, error: str | None = None) -> None:
