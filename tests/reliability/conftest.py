@@ -193,6 +193,15 @@ class RelGateway:
         return bad
 
 
+@pytest.fixture
+def worker_stays_up(rel_gateway: RelGateway) -> Iterator[RelGateway]:
+    """Check the test's abuse leaves the same worker up and a normal request succeeds after."""
+    rel_gateway.assert_worker_unchanged()
+    yield rel_gateway
+    rel_gateway.assert_worker_unchanged()
+    rel_gateway.assert_normal_request_succeeds()
+
+
 def _reply_text(answer: Answer) -> str:
     if answer.headers.get("content-type", "").startswith("text/event-stream"):
         text = []

@@ -109,15 +109,6 @@ def _replace(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[st
     return body
 
 
-@pytest.fixture
-def worker_stays_up(rel_gateway: RelGateway) -> Iterator[RelGateway]:
-    """Check the test's abuse leaves the same worker up and a normal request succeeds after."""
-    rel_gateway.assert_worker_unchanged()
-    yield rel_gateway
-    rel_gateway.assert_worker_unchanged()
-    rel_gateway.assert_normal_request_succeeds()
-
-
 def _post(gw: RelGateway, body: bytes, headers: dict[str, str] | None = None) -> None:
     answer = gw.client.request("POST", "/v1/chat/completions", body, headers)
     assert_documented(answer)
