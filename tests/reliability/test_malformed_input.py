@@ -5,8 +5,8 @@ arbitrary and deeply nested JSON, invalid UTF-8 and NUL bytes, odd and enormous 
 request lines, truncated and slow bodies, slowloris-style connections. Every example is followed
 by a normal request that must succeed, and each test checks the worker's pid before and after.
 
-Extension point: WebSocket frame fuzzing (issue 3) belongs in ``test_malformed_ws.py`` beside this
-file, reusing ``examples()``, ``rel_gateway`` and the ``worker_stays_up`` fixture.
+WebSocket frame fuzzing is in ``test_malformed_ws.py`` beside this file (the same ``examples()``,
+``rel_gateway`` and ``worker_stays_up``).
 """
 
 from __future__ import annotations
