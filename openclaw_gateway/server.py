@@ -117,8 +117,10 @@ class GatewayWebSocket(WebSocket):
     def _peer_closed(self, payload: bytes) -> None:
         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
         self.peer_close_code = code
-        # Echo a valid code back (RFC 6455 5.5.1); anything odd becomes a protocol error.
-        self._fault(code if self._is_valid_close_code(code) else 1002, "")
+        # Echo a valid code back (RFC 6455 5.5.1); anything odd becomes a protocol error. The
+        # library's check lets 5000 and above through, which RFC 6455 7.4.2 does not allow.
+        valid = self._is_valid_close_code(code) and code < 5000
+        self._fault(code if valid else 1002, "")
 
     def _fault(self, code: int, reason: str) -> None:
         if self.close_code is None:

@@ -462,8 +462,9 @@ def agent_wait(ctx: Context, conn: Connection, req: Request) -> Any:
     def wait() -> None:
         deadline = time.monotonic() + timeout_ms / 1000
         run = ctx.runs.get(run_id)
-        # A run may be started by another request just after this one: look again briefly.
-        while run is None and time.monotonic() < deadline:
+        # A run may be started by another request just after this one: look again briefly
+        # (not past the socket: nobody would get the answer, and the poll would go on).
+        while run is None and time.monotonic() < deadline and not conn.closing:
             gevent.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
             run = ctx.runs.get(run_id)
         if run is not None:

@@ -193,6 +193,15 @@ class RelGateway:
         return bad
 
 
+@pytest.fixture
+def worker_stays_up(rel_gateway: RelGateway) -> Iterator[RelGateway]:
+    """Check the test's abuse leaves the same worker up and a normal request succeeds after."""
+    rel_gateway.assert_worker_unchanged()
+    yield rel_gateway
+    rel_gateway.assert_worker_unchanged()
+    rel_gateway.assert_normal_request_succeeds()
+
+
 def _reply_text(answer: Answer) -> str:
     if answer.headers.get("content-type", "").startswith("text/event-stream"):
         text = []
@@ -239,10 +248,17 @@ def rel_gateway(
     token = f"rel-gw-token-{uuid.uuid4().hex}"
     provider_key = f"rel-up-key-{uuid.uuid4().hex}"
     figures.add_secrets(token, provider_key)
-    process = GatewayProcess(
-        reliability_config(upstream_server, token, provider_key),
-        tmp_path_factory.mktemp("reliability"),
+    config = reliability_config(upstream_server, token, provider_key)
+    # Agent tools for the tool faults: a workspace of its own, two tool rounds at most.
+    config["agents"]["list"].append(
+        {
+            "id": "tooly",
+            "workspace": str(tmp_path_factory.mktemp("rel-workspace")),
+            "tools": {"allow": ["current_time", "group:workspace", "web_fetch"]},
+            "maxToolRounds": 2,
+        }
     )
+    process = GatewayProcess(config, tmp_path_factory.mktemp("reliability"))
     process.start()
     gw = RelGateway(process, token, provider_key, figures, Client(process.url, figures, token))
     start = gw.probe()

@@ -34,6 +34,7 @@ class Figures:
     inputs_tried: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
+    ws_answers: Counter[str] = field(default_factory=Counter)  # WS res codes and close codes
     errors: Counter[str] = field(default_factory=Counter)  # client-side exceptions by class
     server_errors_by_phase: Counter[str] = field(default_factory=Counter)
     secret_leaks: list[str] = field(default_factory=list)
@@ -58,6 +59,16 @@ class Figures:
                 self.server_errors_by_phase[self.phase] += 1
             if leaked:
                 self.secret_leaks.append(f"{answer.status}: {answer.body[:200]!r}")
+
+    def observe_ws(self, outcome: str, data: str | bytes = "") -> None:
+        """Count a WS outcome (``res ok``, ``res INVALID_REQUEST``, ``close 1008``) and check
+        the frame it came in for any secret of the run."""
+        raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+        leaked = [s for s in self.secrets if s.encode() in raw]
+        with self._lock:
+            self.ws_answers[outcome] += 1
+            if leaked:
+                self.secret_leaks.append(f"ws {outcome}: {raw[:200]!r}")
 
     def turn_made(self) -> None:
         with self._lock:
@@ -91,6 +102,7 @@ class Figures:
             f"inputs tried: {sum(self.inputs_tried.values())} ({counts(self.inputs_tried)})",
             f"faults injected: {sum(self.faults_injected.values())} ({counts(self.faults_injected)})",
             f"requests served: {self.requests_served} ({counts(self.answers)})",
+            f"ws answers: {sum(self.ws_answers.values())} ({counts(self.ws_answers)})",
             f"5xx answers: {sum(self.server_errors_by_phase.values())} "
             f"({counts(self.server_errors_by_phase)}; injected upstream faults expect 502/504)",
             f"5xx on malformed input: {self.server_errors_by_phase['malformed_input']}",

@@ -1,13 +1,11 @@
 """Load: many concurrent streams plus JSON requests against two workers, with figures.
 
-CI runs 200 concurrent streams plus 10 JSON clients for 15 s (the 2-core budget of ``make test``);
+CI runs 200 concurrent streams plus 10 JSON clients plus 50 WebSocket sockets (each running
+``agent`` turns in a loop on its own session) for 30 s (the 2-core budget of ``make test``);
 ``make soak`` runs the same for 10 minutes (``OPENCLAW_SOAK_SECONDS`` changes that). Asserted:
 0 errors, 0 lost turns, every worker's greenlet count back to its baseline once the clients are
 gone; under soak also RSS with a generous bound (no unbounded growth). RSS is measured after
 warm-up and at the end and reported; there are no timing thresholds.
-
-Extension point: WebSocket sockets (issue 3) join the load as one more entry of ``participants``
-in ``test_streams_and_json_under_load`` (a callable run in its own thread until ``stop`` is set).
 """
 
 from __future__ import annotations
@@ -17,21 +15,25 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import websocket
 
 from tests.conftest import GatewayProcess, base_config, wait_until
 from tests.reliability.conftest import SOAK, RelGateway, check_log
 from tests.reliability.figures import Figures
 from tests.reliability.wire import Answer, Client
 from tests.upstream import Upstream
+from tests.wsclient import Closed, WsClient, ws_url
 
 STREAMS = 200
 JSON_CLIENTS = 10
-SECONDS = float(os.environ.get("OPENCLAW_SOAK_SECONDS", "600")) if SOAK else 15.0
+WS_SOCKETS = 50
+SECONDS = float(os.environ.get("OPENCLAW_SOAK_SECONDS", "600")) if SOAK else 30.0
 WARM_UP = 30.0 if SOAK else 3.0
 MiB = 1024 * 1024
 
@@ -191,6 +193,51 @@ def _json_client(gw: RelGateway, n: int, tally: Tally, stop: threading.Event) ->
         conn.close()
 
 
+def _ws_agent(gw: RelGateway, n: int, tally: Tally, stop: threading.Event) -> None:
+    """Run ``agent`` turn after turn on one WS socket and session, checking every final answer."""
+    session_key = f"load-ws-{n}"
+    ws: WsClient | None = None
+    turn = 0
+    try:
+        while not stop.is_set():
+            turn += 1
+            content = f"ws turn {turn} [[upstream:slow chunks=4 interval=0.25]]"
+            try:
+                if ws is None:
+                    ws = WsClient(ws_url(gw.process.url), timeout=60)
+                    hello = ws.connect(auth={"token": gw.token})
+                    assert hello["ok"], hello
+                request_id = ws.request(
+                    "agent",
+                    {
+                        "message": content,
+                        "idempotencyKey": uuid.uuid4().hex,
+                        "sessionKey": session_key,
+                    },
+                )
+                accepted = ws.response(request_id)
+                final = ws.response(request_id) if accepted.get("ok") else accepted
+                ws.events.clear()  # agent events: only the final answer is checked
+            except (OSError, AssertionError, websocket.WebSocketException, Closed) as exc:
+                gw.figures.error(f"load ws: {type(exc).__name__}")
+                tally.failure(f"ws {n}: {exc!r}")
+                if ws is not None:
+                    ws.close()
+                ws = None
+                continue
+            payload = final.get("payload") or {}
+            gw.figures.observe_ws("res ok" if final.get("ok") else "res error", json.dumps(final))
+            if not final.get("ok") or payload.get("status") != "ok":
+                tally.failure(f"ws {n}: {final!r}")
+                continue
+            gw.turns.setdefault(session_key, []).append(payload["result"]["payloads"][0]["text"])
+            gw.figures.turn_made()
+            tally.success()
+    finally:
+        if ws is not None:
+            ws.close()
+
+
 def test_streams_and_json_under_load(
     load_gateway: RelGateway, upstream: Upstream, figures: Figures
 ) -> None:
@@ -209,6 +256,7 @@ def test_streams_and_json_under_load(
     participants: list[Callable[[int], None]] = [
         *[lambda n: _streamer(gw, n, tally, stop)] * STREAMS,
         *[lambda n: _json_client(gw, n, tally, stop)] * JSON_CLIENTS,
+        *[lambda n: _ws_agent(gw, n, tally, stop)] * WS_SOCKETS,
     ]
     threads = [
         threading.Thread(target=run, args=(n,), daemon=True) for n, run in enumerate(participants)
@@ -239,7 +287,7 @@ def test_streams_and_json_under_load(
     )
     figures.measured(
         f"load ({'soak' if SOAK else 'ci'}): {STREAMS} concurrent streams + {JSON_CLIENTS} JSON "
-        f"clients on 2 workers for {elapsed:.0f} s: {tally.ok} ok, {len(tally.errors)} errors"
+        f"clients + {WS_SOCKETS} WS sockets (agent turns) on 2 workers for {elapsed:.0f} s: {tally.ok} ok, {len(tally.errors)} errors"
     )
     figures.measured(f"load RSS: {rss}")
     figures.measured(

@@ -3,16 +3,18 @@
 Every answer the whole suite receives is also scanned for the secrets (``Figures.observe``) and
 the gateway's captured output is checked at the end (``rel_gateway`` teardown).
 
-Extension points: the agent tools' path and SSRF guards (issue 7) get their own
-``test_tool_guards.py`` here; the WS frame cap (issue 3) joins ``test_limits_*`` below; with Redis
-sessions (issue 4) the lockout test runs once more against two workers sharing the limiter.
+The agent tools' path and SSRF guards are in ``test_tool_guards.py``, the WS frame caps in
+``test_malformed_ws.py``. With Redis sessions the lockout runs once more on two workers sharing the
+limiter (``OPENCLAW_TEST_REDIS_URL``; a missing Redis fails under ``CI=true``).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import http.client
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -20,16 +22,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from openclaw_gateway.config import AuthSettings, RateLimitSettings
 from openclaw_gateway.security import auth as auth_module
 from openclaw_gateway.security.auth import Guard
 from openclaw_gateway.security.limiter import MemoryFailureLimiter
-from tests.conftest import ROOT, GatewayProcess, base_config
+from tests.conftest import ROOT, GatewayProcess, base_config, wait_until
 from tests.reliability.conftest import RelGateway, check_log
 from tests.reliability.contract import assert_envelope
 from tests.reliability.figures import Figures
-from tests.reliability.wire import Client, http_request, raw_exchange
+from tests.reliability.wire import Answer, Client, http_request, raw_exchange
 from tests.upstream import Upstream, error
 
 # --------------------------------------------------------------------------- secrets
@@ -281,3 +284,91 @@ def test_success_resets_the_failure_count(
     assert (
         client.request("GET", "/v1/models", None, _as(ip, "test-token"), auth=False).status == 200
     )
+
+
+# --------------------------------------------------------------------------- lockout with Redis
+
+REDIS_URL = os.environ.get("OPENCLAW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="module")
+def redis_lockout_gateway(
+    upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """Two workers sharing the failure limiter in Redis (fail under CI when Redis is missing)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"no Redis at {REDIS_URL} (set OPENCLAW_TEST_REDIS_URL): {exc}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    prefix = f"openclaw-rel:{uuid.uuid4().hex[:12]}:"
+    config = base_config(upstream_server, trustedProxies=["127.0.0.1"])
+    config["gateway"]["auth"]["rateLimit"] = {
+        "maxAttempts": 3,
+        "lockoutMs": 600_000,
+        "exemptLoopback": False,
+    }
+    config["session"] = {"store": REDIS_URL, "keyPrefix": prefix}
+    process = GatewayProcess(config, tmp_path_factory.mktemp("lockout-redis"), workers=2)
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _connection_per_worker(process: GatewayProcess) -> dict[int, http.client.HTTPConnection]:
+    """Open keep-alive connections until each of the two workers holds one; key them by pid."""
+    held: dict[int, http.client.HTTPConnection] = {}
+
+    def both() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", process.port, timeout=30)
+        pid = _get(conn, "/debug/runtime", _as(_fresh_ip(), "test-token"))
+        assert pid.status == 200, pid
+        worker = json.loads(pid.body)["pid"]
+        if worker in held:
+            conn.close()  # the kernel handed it to a worker we hold already: try another
+        else:
+            held[worker] = conn
+        return len(held) == 2
+
+    wait_until(both, 30, "a connection on each worker")
+    return held
+
+
+def _get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> Answer:
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    return Answer(
+        response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    )
+
+
+def test_lockout_with_redis_counts_failures_across_workers_and_holds_on_both(
+    redis_lockout_gateway: GatewayProcess, figures: Figures
+) -> None:
+    workers = _connection_per_worker(redis_lockout_gateway)
+    (a, on_a), (b, on_b) = sorted(workers.items())
+    ip = _fresh_ip()
+    figures.injected("auth: wrong secrets across two workers (Redis)", 3)
+    # Alternating workers: neither saw maxAttempts failures itself; only a shared count locks.
+    statuses = [
+        _get(on_a, "/v1/models", _as(ip, "wrong")).status,
+        _get(on_b, "/v1/models", _as(ip, "wrong")).status,
+        _get(on_a, "/v1/models", _as(ip, "wrong")).status,
+    ]
+    assert statuses == [401, 401, 429]
+    for pid, conn in ((a, on_a), (b, on_b)):
+        locked = _get(conn, "/v1/models", _as(ip, "test-token"))
+        figures.observe(locked)
+        assert assert_envelope(locked, 429)["type"] == "rate_limited", (pid, locked)
+        # The same connection still serves another client: the lockout is per client IP.
+        assert _get(conn, "/v1/models", _as(_fresh_ip(), "test-token")).status == 200, pid
+    on_a.close()
+    on_b.close()

@@ -1,9 +1,12 @@
 """Upstream faults: each gives SPEC's status or error event, the transcript is unchanged, and the
 next turn of the same session works (and sends no trace of the failed one upstream).
 
-Extension point: agent-tool faults (issue 7: a tool that raises, hangs or returns garbage) fit
-``FAULTS`` as more rows once tools exist; WS runs (issue 3) reuse ``_fault_then_recovery`` with a
-WS ``agent`` call in place of the HTTP request.
+Agent-tool faults are rows too (the ``tooly`` agent, two tool rounds at most): a model that keeps
+calling tools past the round limit, and tool calls the guards refuse (a path out of the workspace,
+a fetch of a loopback address) or cannot parse, followed by an upstream failure.
+
+Extension point: WS runs reuse ``_fault_then_recovery`` with a WS ``agent`` call in place of the
+HTTP request.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tests.conftest import unique
 from tests.reliability.conftest import RelGateway
 from tests.reliability.contract import assert_envelope, assert_sse_error
 from tests.reliability.figures import Figures
-from tests.upstream import Upstream, error, no_done, reply
+from tests.upstream import Upstream, error, no_done, reply, tool_call, tool_calls
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Fault:
     status: int  # the JSON answer's status
     code: str
     agent: str = "openclaw"
-    script: Callable[[], object] | None = None  # a queued behaviour instead of a directive
+    script: Callable[[], object] | None = None  # queued behaviour(s) instead of a directive
+    tool_errors: int = 0  # tool results the model must get back as "Error: ..." (refusals)
 
 
 # A body that is a complete, well-formed SSE stream with no finish_reason and no [DONE].
@@ -59,6 +63,42 @@ FAULTS = [
         "upstream_error",
         script=lambda: error(200, body=_CUT_STREAM, headers={"Content-Type": "text/event-stream"}),
     ),
+    Fault(
+        "tool: past the round limit",
+        "",
+        502,
+        "tool_round_limit",
+        agent="openclaw/tooly",
+        script=lambda: tuple(tool_call("current_time", "{}", call_id=f"l{i}") for i in range(3)),
+    ),
+    Fault(
+        "tool: refused by the guards, then upstream 500",
+        "",
+        502,
+        "upstream_error",
+        agent="openclaw/tooly",
+        tool_errors=3,
+        script=lambda: (
+            tool_calls(
+                [
+                    ("workspace_read", '{"path": "../../etc/passwd"}', "g1"),
+                    ("workspace_write", '{"path": "/tmp/x", "content": "x"}', "g2"),
+                    # Loopback only: were the guard broken, nothing but 127/8 is reached.
+                    ("web_fetch", '{"url": "http://127.0.0.1:1/"}', "g3"),
+                ]
+            ),
+            error(500),
+        ),
+    ),
+    Fault(
+        "tool: unparsable arguments, then upstream 500",
+        "",
+        502,
+        "upstream_error",
+        agent="openclaw/tooly",
+        tool_errors=1,
+        script=lambda: (tool_call("workspace_write", "{not json", call_id="j1"), error(500)),
+    ),
 ]
 
 
@@ -75,7 +115,8 @@ def _fault_then_recovery(
     session_key, before = _seed(gw)
     figures.injected(f"upstream: {fault.name}")
     if fault.script is not None:
-        upstream.script(fault.script())  # type: ignore[arg-type]
+        scripted = fault.script()
+        upstream.script(*(scripted if isinstance(scripted, tuple) else (scripted,)))  # type: ignore[arg-type]
     payload = {
         "model": fault.agent,
         "stream": stream,
@@ -88,6 +129,9 @@ def _fault_then_recovery(
     else:
         error_ = assert_envelope(answer, fault.status)
         assert error_["code"] == fault.code, error_
+    if fault.tool_errors:
+        results = [m for m in upstream.requests[-1].body["messages"] if m["role"] == "tool"]
+        assert [str(m["content"])[:6] for m in results] == ["Error:"] * fault.tool_errors, results
     assert gw.transcript(session_key) == before, "the failed run wrote to the transcript"
     assert not gw.lease_held(session_key)
 

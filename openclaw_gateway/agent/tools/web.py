@@ -45,6 +45,9 @@ _METADATA = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "192.0.0.192", "fd00:ec2::254")
 )
+# IETF protocol assignments (RFC 6890): not globally reachable, but only part of the block is
+# in Python's private list on some 3.11 releases (192.0.0.8 counted as global there).
+_PROTOCOL_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 
@@ -74,6 +77,8 @@ def refusal(ip: IPAddress) -> str | None:
             return f"{reason} (embedded in IPv6)" if reason else None
     if ip in _METADATA:
         return "cloud metadata address"
+    if ip in _PROTOCOL_ASSIGNMENTS:
+        return "reserved address"
     for reason, hit in (
         ("unspecified address", ip.is_unspecified),
         ("loopback address", ip.is_loopback),

@@ -144,10 +144,14 @@ def read_file(root: str, args: dict[str, Any]) -> str:
             raise ToolError("no such file in the workspace") from None
     finally:
         os.close(dir_fd)
+    # Checked on the descriptor, before fdopen: fdopen raises a bare OSError for a folder.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ToolError(
+            "the path is a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        )
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ToolError("not a regular file")
         data = f.read(READ_MAX)
     if b"\x00" in data:
         raise ToolError("binary file; only text files can be read")
