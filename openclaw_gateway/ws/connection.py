@@ -82,9 +82,12 @@ class Connection:
     def event(self, name: str, payload: Any, *, drop_if_slow: bool = False) -> bool:
         if self.closing:
             return False
+        frame = {"type": "event", "event": name, "payload": payload, "seq": self.seq + 1}
+        # A dropped event takes no seq: clients read a gap in seq as lost events.
+        if not self.send(frame, drop_if_slow=drop_if_slow):
+            return False
         self.seq += 1
-        frame = {"type": "event", "event": name, "payload": payload, "seq": self.seq}
-        return self.send(frame, drop_if_slow=drop_if_slow)
+        return True
 
     def respond(self, request_id: str, payload: Any) -> None:
         self.send(response(request_id, payload))
