@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3
 
-from tests.conftest import GatewayProcess, unique, wait_until
+from tests.conftest import TOKEN, GatewayProcess, unique, wait_until
 from tests.upstream import Upstream
 from tests.wsclient import WsClient, connected, ws_url
 
@@ -103,6 +104,15 @@ def test_agent_wait_returns_ok_for_a_finished_run(ws: WsClient) -> None:
     payload = _ok(ws.call("agent.wait", {"runId": key, "timeoutMs": 10_000}))
     assert payload["status"] == "ok"
     assert payload["endedAt"] >= payload["startedAt"]
+
+
+def test_agent_wait_sent_before_the_run_starts_answers_when_it_ends(ws: WsClient) -> None:
+    key = unique("idem")
+    wait_id = ws.request("agent.wait", {"runId": key, "timeoutMs": 10_000})
+    ws.request("agent", {"message": "started later", "idempotencyKey": key})
+    payload = _ok(ws.response(wait_id))
+    assert payload["status"] == "ok"
+    assert payload["runId"] == key
 
 
 def test_agent_wait_times_out_for_an_unknown_run(ws: WsClient) -> None:
@@ -331,3 +341,26 @@ def test_deeply_nested_frame_is_invalid_request_and_the_socket_stays_usable(ws: 
         "message": "invalid JSON: nested too deeply.",
     }
     assert _ok(ws.call("health"))["ok"] is True
+
+
+def _greenlets(http: urllib3.PoolManager, gateway: GatewayProcess) -> int:
+    answer = http.request(
+        "GET", f"{gateway.url}/debug/runtime", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    return int(answer.json()["greenlets"])
+
+
+def test_agent_waits_end_with_their_socket(
+    http: urllib3.PoolManager, gateway: GatewayProcess, url: str
+) -> None:
+    def greenlets() -> int:
+        return _greenlets(http, gateway)
+
+    before = greenlets()
+    client = connected(url)
+    for _ in range(100):
+        client.request("agent.wait", {"runId": unique("never"), "timeoutMs": 3_600_000})
+    client.call("health")  # every wait above is registered by now
+    assert greenlets() >= before + 100
+    client.close()
+    wait_until(lambda: greenlets() < before + 50, 10, "the socket's waits to end")

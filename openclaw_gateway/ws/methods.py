@@ -396,7 +396,7 @@ def agent(ctx: Context, conn: Connection, req: Request) -> Any:
     if existing is not None:
         # A retry: the same run, never a second one.
         conn.respond(req.id, {"runId": existing.run_id, "status": "accepted", "duplicate": True})
-        gevent.spawn(_answer_when_done, conn, req.id, existing)
+        conn.spawn(_answer_when_done, conn, req.id, existing)
         return NO_REPLY
     route = session_route(ctx.runtime, params.get("agentId"), params.get("sessionKey"))
     if _model_override(params):
@@ -438,11 +438,8 @@ def agent_wait(ctx: Context, conn: Connection, req: Request) -> Any:
 
     def wait() -> None:
         deadline = time.monotonic() + timeout_ms / 1000
-        run = ctx.runs.get(run_id)
-        # A run may be started by another request just after this one: look again briefly.
-        while run is None and time.monotonic() < deadline:
-            gevent.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-            run = ctx.runs.get(run_id)
+        # A run may be started by another request just after this one.
+        run = ctx.runs.wait_started(run_id, timeout_ms / 1000)
         if run is not None:
             run.done.wait(max(0.0, deadline - time.monotonic()))
         if run is None or not run.done.is_set():
@@ -458,7 +455,7 @@ def agent_wait(ctx: Context, conn: Connection, req: Request) -> Any:
             payload["error"] = run.error
         conn.respond(req.id, payload)
 
-    gevent.spawn(wait)
+    conn.spawn(wait)
     return NO_REPLY
 
 
