@@ -53,12 +53,18 @@ class RunRegistry:
         self._by_key[(run.method, run.idempotency_key)] = run
         for started in self._awaited.pop(run.run_id, ()):
             started.set()
-        while len(self._by_id) > self._keep:
+        running_seen = 0
+        while len(self._by_id) - running_seen > self._keep:
             oldest_id, oldest = next(iter(self._by_id.items()))
             if not oldest.done.is_set():
-                break  # never forget a running run
+                # Never forget a running run, but do not let it hold back the finished ones.
+                self._by_id.move_to_end(oldest_id)
+                running_seen += 1
+                continue
             del self._by_id[oldest_id]
-            self._by_key.pop((oldest.method, oldest.idempotency_key), None)
+            key = (oldest.method, oldest.idempotency_key)
+            if self._by_key.get(key) is oldest:
+                del self._by_key[key]
 
     def by_key(self, method: str, idempotency_key: str) -> Run | None:
         return self._by_key.get((method, idempotency_key))
