@@ -364,3 +364,30 @@ def test_agent_waits_end_with_their_socket(
     assert greenlets() >= before + 100
     client.close()
     wait_until(lambda: greenlets() < before + 50, 10, "the socket's waits to end")
+
+
+@pytest.mark.parametrize("timeout", ["NaN", "Infinity", "1e400", "1" + "0" * 400, "-1"])
+def test_agent_with_a_non_finite_timeout_is_refused_and_the_worker_keeps_serving(
+    url: str, timeout: str
+) -> None:
+    client = connected(url)
+    try:
+        frame = (
+            '{"type":"req","id":"r1","method":"agent","params":{"message":"hi",'
+            f'"idempotencyKey":"{unique("idem")}","timeout":{timeout}}}}}'
+        )
+        client.send(frame)
+        # Refused at decode (no id to answer) or by the params check (answering r1).
+        refused = client.recv()
+        while refused["type"] != "res":
+            refused = client.recv()
+        assert refused["ok"] is False
+        assert refused["error"]["code"] == "INVALID_REQUEST"
+        # A run with a real timeout (a timer on the hub) still completes.
+        request_id = client.request(
+            "agent", {"message": "still here", "idempotencyKey": unique("idem"), "timeout": 30}
+        )
+        client.response(request_id)
+        assert _ok(client.response(request_id))["status"] == "ok"
+    finally:
+        client.close()

@@ -405,7 +405,7 @@ def agent(ctx: Context, conn: Connection, req: Request) -> Any:
             session_key=route.session_key,
             model_override=_model_override(params),
         )
-    timeout = float(params.get("timeout", 0)) or None
+    timeout = params.number("timeout", 0, 0, 24 * 3600) or None
     run, request = _new_run(
         ctx,
         conn,
