@@ -65,29 +65,29 @@ def _agent(settings: Settings, args: argparse.Namespace) -> int:
 
 def _sessions(settings: Settings, args: argparse.Namespace) -> int:
     from .agent.errors import GatewayError
-    from .sessions import open_store
+    from .runtime import Gateway
 
-    store = open_store(settings.session)
+    runtime = Gateway(settings)
     try:
         if args.action == "list":
-            for info in store.list_sessions():
+            for info in runtime.list_sessions():
                 print(f"{info.key}\t{info.agent_id}\t{info.message_count}\t{info.updated_at}")
         elif args.action == "show":
-            entries = store.load(args.key)
+            entries = runtime.history(args.key)
             if not entries:
                 print(f"no session {args.key}", file=sys.stderr)
                 return 1
             for entry in entries:
                 print(json.dumps(entry, ensure_ascii=False))
         elif args.action == "delete":
-            if not store.delete(args.key):
+            if not runtime.delete_session(args.key):
                 print(f"no session {args.key}", file=sys.stderr)
                 return 1
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        store.close()
+        runtime.close()
     return 0
 
 

@@ -125,6 +125,10 @@ class Gateway:
         entries = self.store.load(session_key)
         return entries[-limit:] if limit else entries
 
+    def delete_session(self, session_key: str) -> bool:
+        """Forget a session's transcript; False when there was none."""
+        return self.store.delete(session_key)
+
     def ready(self) -> list[str]:
         """Names of failing dependencies (empty when ready)."""
         failing = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -12,15 +13,28 @@ _MAYBE_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _MAYBE_SURROGATE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
 def decode_json(data: bytes | str) -> Any:
     """Parse client JSON; raise ``ValueError`` with a reason fit to show the client.
 
-    Beyond ``json.loads``: deep nesting is a ``ValueError`` (not a ``RecursionError``), and a lone
+    Beyond ``json.loads``: ``NaN``, ``Infinity`` and numbers that overflow to infinity are
+    refused (RFC 8259 has none of them, and a NaN or infinite timer corrupts gevent's timer heap:
+    the worker's hub spins forever), deep nesting is a ``ValueError`` (not a ``RecursionError``), and a lone
     surrogate, which parses but that no UTF-8 encoder can write again (the upstream body, SSE
     frames, the transcript), is refused here rather than failing mid-run.
     """
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_float=_finite_float, parse_constant=_refuse_constant)
     except RecursionError:
         raise ValueError("nested too deeply.") from None
     maybe = (

@@ -446,6 +446,7 @@ def test_tools_are_forwarded(gateway, upstream):
         b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
         b'{"messages": [{"role": "user", "content": "x"}], "temperature": Infinity}',
         b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1e400}',
+        b'{"messages": [{"role": "user", "content": "x"}], "metadata": {"score": NaN}}',
         b'{"messages": [{"role": "user", "content": "\\ud800"}], "user": "\\udfff"}',
         b'{"messages": [{"role": "user", "content": "lone \\ud800 surrogate"}]}',
         b'{"messages": [{"role": "user", "content": "x\\uDFFF"}], "stream": true}',

@@ -83,6 +83,15 @@ def test_session_key_remembers(upstream_env, upstream):
     assert "cli-key" in run_cli(upstream_env, "sessions", "list").stdout
 
 
+def test_sessions_delete_forgets_the_transcript(upstream_env, upstream):
+    run_cli(upstream_env, "agent", "--session-key", "cli-delete", "--message", "hello")
+    assert run_cli(upstream_env, "sessions", "delete", "cli-delete").returncode == 0
+    again = run_cli(upstream_env, "sessions", "show", "cli-delete")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "no session cli-delete"
+    assert run_cli(upstream_env, "sessions", "delete", "cli-delete").returncode == 1
+
+
 def test_without_session_key_nothing_is_stored(bare_env):
     run_cli(bare_env, "agent", "--message", "forget me")
     assert run_cli(bare_env, "sessions", "list").stdout == ""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
+import gevent
 import pytest
 import websocket
 
+from openclaw_gateway.ws.connection import Connection
 from tests.conftest import GatewayProcess, base_config, unique, wait_until
 from tests.upstream import Upstream
 from tests.wsclient import WsClient, connected, ws_url
@@ -132,3 +135,26 @@ def test_slow_consumer_is_closed_with_1008_and_others_keep_working(url: str) -> 
     assert code == 1008
     assert reason == "slow consumer"
     other.close()
+
+
+class _RecordingSocket:
+    """Just what ``Connection`` uses of a ``GatewayWebSocket``: frames written are kept."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.on_ping = None
+
+    def raw_write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_a_tick_dropped_for_a_slow_reader_leaves_no_gap_in_seq() -> None:
+    ws = _RecordingSocket()
+    conn = Connection(ws, None, conn_id="c", client_ip="127.0.0.1", max_buffered=200)  # type: ignore[arg-type]
+    assert conn.event("agent", {"text": "x" * 120})
+    assert not conn.event("tick", {"ts": 1, "pad": "y" * 120}, drop_if_slow=True)
+    gevent.sleep(0)  # the writer flushes the queue
+    assert conn.event("agent", {"text": "z"})
+    gevent.sleep(0)
+    seqs = [json.loads(frame[frame.index(b"{") :])["seq"] for frame in ws.written]
+    assert seqs == [1, 2]

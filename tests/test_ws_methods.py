@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3
 
-from tests.conftest import GatewayProcess, unique, wait_until
+from tests.conftest import TOKEN, GatewayProcess, unique, wait_until
 from tests.upstream import Upstream
 from tests.wsclient import WsClient, connected, ws_url
 
@@ -103,6 +104,15 @@ def test_agent_wait_returns_ok_for_a_finished_run(ws: WsClient) -> None:
     payload = _ok(ws.call("agent.wait", {"runId": key, "timeoutMs": 10_000}))
     assert payload["status"] == "ok"
     assert payload["endedAt"] >= payload["startedAt"]
+
+
+def test_agent_wait_sent_before_the_run_starts_answers_when_it_ends(ws: WsClient) -> None:
+    key = unique("idem")
+    wait_id = ws.request("agent.wait", {"runId": key, "timeoutMs": 10_000})
+    ws.request("agent", {"message": "started later", "idempotencyKey": key})
+    payload = _ok(ws.response(wait_id))
+    assert payload["status"] == "ok"
+    assert payload["runId"] == key
 
 
 def test_agent_wait_times_out_for_an_unknown_run(ws: WsClient) -> None:
@@ -331,3 +341,53 @@ def test_deeply_nested_frame_is_invalid_request_and_the_socket_stays_usable(ws: 
         "message": "invalid JSON: nested too deeply.",
     }
     assert _ok(ws.call("health"))["ok"] is True
+
+
+def _greenlets(http: urllib3.PoolManager, gateway: GatewayProcess) -> int:
+    answer = http.request(
+        "GET", f"{gateway.url}/debug/runtime", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    return int(answer.json()["greenlets"])
+
+
+def test_agent_waits_end_with_their_socket(
+    http: urllib3.PoolManager, gateway: GatewayProcess, url: str
+) -> None:
+    def greenlets() -> int:
+        return _greenlets(http, gateway)
+
+    before = greenlets()
+    client = connected(url)
+    for _ in range(100):
+        client.request("agent.wait", {"runId": unique("never"), "timeoutMs": 3_600_000})
+    client.call("health")  # every wait above is registered by now
+    assert greenlets() >= before + 100
+    client.close()
+    wait_until(lambda: greenlets() < before + 50, 10, "the socket's waits to end")
+
+
+@pytest.mark.parametrize("timeout", ["NaN", "Infinity", "1e400", "1" + "0" * 400, "-1"])
+def test_agent_with_a_non_finite_timeout_is_refused_and_the_worker_keeps_serving(
+    url: str, timeout: str
+) -> None:
+    client = connected(url)
+    try:
+        frame = (
+            '{"type":"req","id":"r1","method":"agent","params":{"message":"hi",'
+            f'"idempotencyKey":"{unique("idem")}","timeout":{timeout}}}}}'
+        )
+        client.send(frame)
+        # Refused at decode (no id to answer) or by the params check (answering r1).
+        refused = client.recv()
+        while refused["type"] != "res":
+            refused = client.recv()
+        assert refused["ok"] is False
+        assert refused["error"]["code"] == "INVALID_REQUEST"
+        # A run with a real timeout (a timer on the hub) still completes.
+        request_id = client.request(
+            "agent", {"message": "still here", "idempotencyKey": unique("idem"), "timeout": 30}
+        )
+        client.response(request_id)
+        assert _ok(client.response(request_id))["status"] == "ok"
+    finally:
+        client.close()

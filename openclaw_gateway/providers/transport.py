@@ -171,6 +171,10 @@ def stream_post(
             raise UpstreamTimeout() from None
         except (ProtocolError, HTTPError, OSError):
             raise _transient("The model provider closed the connection.") from None
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            # Valid JSON of the wrong shape (a null choice, a string delta): the readers index
+            # into it trusting the dialect. The upstream's fault, so 502, not a 500 and a traceback.
+            raise UpstreamError("The model provider sent an unexpected response.") from None
         finally:
             if response is not None:
                 if finished:

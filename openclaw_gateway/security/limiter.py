@@ -40,7 +40,8 @@ class MemoryFailureLimiter:
     def __init__(self, settings: RateLimitSettings) -> None:
         self.settings = settings
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._locked_until: dict[str, float] = {}
+        # Lockouts in the order they started: with one lockout length, oldest expires first.
+        self._locked_until: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
     def locked_for(self, client_ip: str) -> int:
@@ -66,7 +67,14 @@ class MemoryFailureLimiter:
             if len(window) < self.settings.max_attempts or not self.settings.lockout_seconds:
                 return 0
             del self._failures[client_ip]
+            self._locked_until.pop(client_ip, None)
             self._locked_until[client_ip] = now + self.settings.lockout_seconds
+            # An IP that never comes back would keep its expired entry forever: bound the map.
+            while self._locked_until and (
+                len(self._locked_until) > MAX_TRACKED_IPS
+                or next(iter(self._locked_until.values())) <= now
+            ):
+                self._locked_until.popitem(last=False)
             return max(1, math.ceil(self.settings.lockout_seconds))
 
     def reset(self, client_ip: str) -> None:

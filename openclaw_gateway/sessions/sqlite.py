@@ -8,6 +8,7 @@ since that would stall every session on the host and sqlite3 calls block the gev
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 
 from ..agent.types import SessionInfo
 from .lease import hold_lease
+
+log = logging.getLogger("openclaw_gateway.sessions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -134,8 +137,13 @@ class SqliteSessionStore:
         return updated > 0
 
     def _release_lease(self, key: str, owner: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+        try:
+            with self._transaction() as db:
+                db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+        except sqlite3.Error as exc:
+            # The turn is written by now: failing here would report a stored turn as failed
+            # (and a client retry would store it twice). The lease expires on its own.
+            log.warning("could not release the lease of %s: %s", key, exc)
 
     def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[None]:
         return hold_lease(self, session_key, wait_seconds)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent.pool import Group
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import Header
 
@@ -65,6 +66,8 @@ class Connection:
         self._buffered = 0
         self._writer: gevent.Greenlet | None = None
         self._reaper: gevent.Greenlet | None = None
+        # Waits on this socket's behalf (agent.wait): pointless once it is gone.
+        self._waits = Group()
         ws.on_ping = lambda payload: self._enqueue(OPCODE_PONG, bytes(payload), control=True)
 
     # -- sending ----------------------------------------------------------------------------
@@ -82,9 +85,12 @@ class Connection:
     def event(self, name: str, payload: Any, *, drop_if_slow: bool = False) -> bool:
         if self.closing:
             return False
+        frame = {"type": "event", "event": name, "payload": payload, "seq": self.seq + 1}
+        # A dropped event takes no seq: clients read a gap in seq as lost events.
+        if not self.send(frame, drop_if_slow=drop_if_slow):
+            return False
         self.seq += 1
-        frame = {"type": "event", "event": name, "payload": payload, "seq": self.seq}
-        return self.send(frame, drop_if_slow=drop_if_slow)
+        return True
 
     def respond(self, request_id: str, payload: Any) -> None:
         self.send(response(request_id, payload))
@@ -133,6 +139,10 @@ class Connection:
         finally:
             self._writer = None
 
+    def spawn(self, wait: Callable[..., None], *args: Any) -> None:
+        """Run ``wait`` in a greenlet that ends with the connection (it only answers this socket)."""
+        self._waits.spawn(wait, *args)
+
     # -- closing ----------------------------------------------------------------------------
 
     def close(self, code: int, reason: str = "", *, flush: bool = True) -> None:
@@ -173,6 +183,7 @@ class Connection:
             self._drain_input()
         if self._reaper is not None:
             self._reaper.kill(block=False)
+        self._waits.kill(block=False)
         self.closing = True
         # The handler would otherwise send a second close frame (1000) after ours.
         self.ws.closed = True

@@ -412,7 +412,7 @@ def agent(ctx: Context, conn: Connection, req: Request) -> Any:
     if existing is not None:
         # A retry: the same run, never a second one.
         conn.respond(req.id, {"runId": existing.run_id, "status": "accepted", "duplicate": True})
-        gevent.spawn(_answer_when_done, conn, req.id, existing)
+        conn.spawn(_answer_when_done, conn, req.id, existing)
         return NO_REPLY
     route = session_route(ctx.runtime, params.get("agentId"), params.get("sessionKey"))
     if _model_override(params):
@@ -421,7 +421,7 @@ def agent(ctx: Context, conn: Connection, req: Request) -> Any:
             session_key=route.session_key,
             model_override=_model_override(params),
         )
-    timeout = float(params.get("timeout", 0)) or None
+    timeout = params.number("timeout", 0, 0, 24 * 3600) or None
     run, request = _new_run(
         ctx,
         conn,
@@ -461,12 +461,8 @@ def agent_wait(ctx: Context, conn: Connection, req: Request) -> Any:
 
     def wait() -> None:
         deadline = time.monotonic() + timeout_ms / 1000
-        run = ctx.runs.get(run_id)
-        # A run may be started by another request just after this one: look again briefly
-        # (not past the socket: nobody would get the answer, and the poll would go on).
-        while run is None and time.monotonic() < deadline and not conn.closing:
-            gevent.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-            run = ctx.runs.get(run_id)
+        # A run may be started by another request just after this one.
+        run = ctx.runs.wait_started(run_id, timeout_ms / 1000)
         if run is not None:
             run.done.wait(max(0.0, deadline - time.monotonic()))
         if run is None or not run.done.is_set():
@@ -482,7 +478,7 @@ def agent_wait(ctx: Context, conn: Connection, req: Request) -> Any:
             payload["error"] = run.error
         conn.respond(req.id, payload)
 
-    gevent.spawn(wait)
+    conn.spawn(wait)
     return NO_REPLY
 
 

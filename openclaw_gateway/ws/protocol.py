@@ -206,6 +206,14 @@ class Params:
             raise invalid(f"invalid {self.where} params: must have required property '{key}'")
         return value
 
+    def number(self, key: str, default: float, lo: float, hi: float) -> float:
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if not lo <= value <= hi:  # an int too big for a float compares fine here
+            raise invalid(f"invalid {self.where} params: '{key}' must be from {lo:g} to {hi:g}")
+        return float(value)
+
     def integer(self, key: str, default: int | None, lo: int, hi: int) -> int | None:
         value = self.raw.get(key)
         if value is None:

@@ -47,21 +47,48 @@ class RunRegistry:
         self._by_id: OrderedDict[str, Run] = OrderedDict()
         self._by_key: dict[tuple[str, str], Run] = {}
         self._keep = keep
+        # agent.wait callers for a run id not started yet, woken by ``add``.
+        self._awaited: dict[str, list[Event]] = {}
 
     def add(self, run: Run) -> None:
         self._by_id[run.run_id] = run
         self._by_key[(run.method, run.idempotency_key)] = run
-        while len(self._by_id) > self._keep:
+        for started in self._awaited.pop(run.run_id, ()):
+            started.set()
+        running_seen = 0
+        while len(self._by_id) - running_seen > self._keep:
             oldest_id, oldest = next(iter(self._by_id.items()))
             if not oldest.done.is_set():
-                break  # never forget a running run
+                # Never forget a running run, but do not let it hold back the finished ones.
+                self._by_id.move_to_end(oldest_id)
+                running_seen += 1
+                continue
             del self._by_id[oldest_id]
-            self._by_key.pop((oldest.method, oldest.idempotency_key), None)
+            key = (oldest.method, oldest.idempotency_key)
+            if self._by_key.get(key) is oldest:
+                del self._by_key[key]
 
     def by_key(self, method: str, idempotency_key: str) -> Run | None:
         return self._by_key.get((method, idempotency_key))
 
     def get(self, run_id: str) -> Run | None:
+        return self._by_id.get(run_id)
+
+    def wait_started(self, run_id: str, timeout: float) -> Run | None:
+        """The run with this id, waiting up to ``timeout`` seconds for it to be started."""
+        run = self._by_id.get(run_id)
+        if run is not None or timeout <= 0:
+            return run
+        started = Event()
+        waiters = self._awaited.setdefault(run_id, [])
+        waiters.append(started)
+        try:
+            started.wait(timeout)
+        finally:
+            if not started.is_set():
+                waiters.remove(started)
+                if not waiters and self._awaited.get(run_id) is waiters:
+                    del self._awaited[run_id]
         return self._by_id.get(run_id)
 
     def running(self, session_key: str) -> list[Run]:

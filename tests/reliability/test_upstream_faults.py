@@ -41,6 +41,9 @@ _CUT_STREAM = (
     '"choices":[{"index":0,"delta":{"content":"half a"},"finish_reason":null}]}\n\n'
 )
 
+# Valid JSON in every event, but not the shape of a chunk.
+_BAD_CHUNK = 'data: {"choices":[null]}\n\ndata: [DONE]\n\n'
+
 FAULTS = [
     Fault("connection refused", "", 502, "upstream_unreachable", agent="openclaw/down"),
     Fault("reset before headers", "[[upstream:reset]]", 502, "upstream_error"),
@@ -56,6 +59,13 @@ FAULTS = [
     Fault("upstream 429", "[[upstream:error status=429]]", 429, "upstream_rate_limited"),
     Fault("upstream 401", "[[upstream:error status=401]]", 502, "upstream_error"),
     Fault("invalid JSON", "[[upstream:invalid_json]]", 502, "upstream_error"),
+    Fault(
+        "stream chunk of the wrong shape",
+        "",
+        502,
+        "upstream_error",
+        script=lambda: error(200, body=_BAD_CHUNK, headers={"Content-Type": "text/event-stream"}),
+    ),
     Fault(
         "stream ends without finish or [DONE]",
         "",

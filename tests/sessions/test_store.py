@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
 from openclaw_gateway.agent.errors import SessionBusy
 from openclaw_gateway.agent.types import SessionStore
+from openclaw_gateway.sessions.sqlite import SqliteSessionStore
 from tests.conftest import unique, wait_until
 from tests.sessions.conftest import Backend
 
@@ -178,3 +181,19 @@ def test_lease_is_released_only_by_its_owner(backend):
     with pytest.raises(SessionBusy):
         with store.lease(key, wait_seconds=0):
             pass
+
+
+def test_a_failed_sqlite_lease_release_leaves_the_written_turn_standing(tmp_path, monkeypatch):
+    store = SqliteSessionStore(str(tmp_path / "sessions.sqlite3"), lease_ttl_seconds=30)
+    key = unique("s")
+
+    @contextmanager
+    def locked():
+        raise sqlite3.OperationalError("database is locked")
+        yield
+
+    with store.lease(key, 1):
+        store.append(key, "main", [entry("user", "kept")])
+        monkeypatch.setattr(store, "_transaction", locked)
+    assert texts(store.load(key)) == ["kept"]
+    store.close()
