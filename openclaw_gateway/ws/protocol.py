@@ -50,12 +50,15 @@ class WsError(Exception):
         *,
         details: Mapping[str, Any] | None = None,
         close: int | None = None,
+        request_id: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = dict(details) if details else None
         self.close = close
+        # The id of the req this answers, when the frame was readable enough to have one.
+        self.request_id = request_id
 
     def to_dict(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -126,6 +129,17 @@ class Request:
     params: dict[str, Any]
 
 
+def _salvage_id(text: str) -> str:
+    """The ``id`` of a frame refused by the strict decoder (e.g. for a NaN), so the client can
+    match the error to its request; empty when there is none to find."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return ""
+    request_id = frame.get("id") if isinstance(frame, dict) else None
+    return request_id if isinstance(request_id, str) else ""
+
+
 def parse_request(text: Any) -> Request:
     """A ``req`` frame, or ``INVALID_REQUEST`` naming what is wrong with it."""
     if not isinstance(text, str):
@@ -133,7 +147,7 @@ def parse_request(text: Any) -> Request:
     try:
         frame = decode_json(text)
     except ValueError as exc:
-        raise invalid(f"invalid JSON: {exc}") from None
+        raise invalid(f"invalid JSON: {exc}", request_id=_salvage_id(text)) from None
     if not isinstance(frame, dict) or frame.get("type") != "req":
         raise invalid("expected a req frame")
     request_id, method = frame.get("id"), frame.get("method")

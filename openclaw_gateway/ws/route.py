@@ -108,7 +108,7 @@ class Hub:
         try:
             req = parse_request(message)
         except WsError as exc:
-            conn.send(error_response("", exc))
+            conn.send(error_response(exc.request_id, exc))
             return
         if req.method == "connect":
             conn.fail(req.id, invalid("already connected"))
@@ -118,8 +118,9 @@ class Hub:
     def _handshake(self, conn: Connection, challenge: Challenge, message: Any) -> None:
         try:
             req = parse_request(message)
-        except WsError:
-            self._refuse(conn, "", invalid("invalid handshake: first request must be connect"))
+        except WsError as exc:
+            refusal = invalid("invalid handshake: first request must be connect")
+            self._refuse(conn, exc.request_id, refusal)
             return
         try:
             hello = connect(self.runtime, conn.client_ip, challenge, req)
