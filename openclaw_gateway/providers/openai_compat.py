@@ -38,7 +38,7 @@ from ..agent.types import (
     UsageReport,
 )
 from ..config import ProviderSettings
-from .transport import body_chunks, interrupt_on_cancel, read_error_message
+from .transport import body_chunks, interrupt_on_cancel, read_error_message, release
 
 
 def _content(message: Message) -> Any:
@@ -104,6 +104,7 @@ class OpenAICompatProvider:
 
     def stream(self, call: ProviderCall, cancel: CancelToken) -> Iterator[ProviderEvent]:
         response = None
+        chunks = None
         finished = False
         with interrupt_on_cancel(cancel):
             try:
@@ -124,7 +125,9 @@ class OpenAICompatProvider:
                     yield from _events_from_completion(_json(response.read()))
                     finished = True
                     return
-                for event in SSEClient(body_chunks(response)).events():
+                # Keep the body iterator: after [DONE] its end is read so the connection is reused.
+                chunks = body_chunks(response)
+                for event in SSEClient(chunks).events():
                     if event.data == "[DONE]":
                         finished = True
                         break
@@ -143,8 +146,7 @@ class OpenAICompatProvider:
             finally:
                 if response is not None:
                     if finished:
-                        response.drain_conn()
-                        response.release_conn()
+                        release(response, chunks)
                     else:
                         response.close()
 

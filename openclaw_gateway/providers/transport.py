@@ -32,6 +32,25 @@ def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         yield data
 
 
+def release(
+    response: urllib3.BaseHTTPResponse, rest: Iterator[bytes] | None = None, wait: float = 1.0
+) -> None:
+    """Put the connection back in the pool: read what is left of the body first, else close it.
+
+    An upstream ends its chunked body right after ``data: [DONE]``, so this is normally instant;
+    one that keeps the body open gets ``wait`` seconds, then the connection is closed instead.
+    Stopping a body generator early would close the connection, and a new one per request costs
+    a connect and a threadpool ``getaddrinfo`` each time.
+    """
+    with gevent.Timeout(wait, False):
+        for _ in rest or ():
+            pass
+        response.drain_conn()
+        response.release_conn()
+        return
+    response.close()
+
+
 def read_error_message(response: urllib3.BaseHTTPResponse, *, secret: str) -> str:
     """The upstream's error message, short, with the provider key redacted."""
     try:
