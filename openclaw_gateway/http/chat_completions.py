@@ -81,7 +81,7 @@ def _run_until_disconnect(runtime: Gateway, run: AgentRunRequest) -> AgentRunRes
         return runtime.run_agent(run, cancel=cancel)
     finally:
         if watcher is not None:
-            watcher.kill(block=False)
+            watcher.stop()
 
 
 def _completion_body(result: AgentRunResult, completion_id: str, created: int, model: str) -> str:
@@ -159,7 +159,7 @@ def _stream(
             # A client that left (GeneratorExit) or a finished run: stop the run either way.
             cancel.set()
             if watcher is not None:
-                watcher.kill(block=False)
+                watcher.stop()
 
     return generate()
 
