@@ -139,22 +139,32 @@ def _stream(
                 except Empty:
                     yield PING
                     continue
-                if isinstance(item, AgentEvent):
-                    frame = _event_frame(framer, item)
-                    if frame:
-                        yield frame
-                elif isinstance(item, AgentRunResult):
-                    yield framer.choice({}, item.finish_reason)
-                    if include_usage:
-                        yield framer.usage(item.usage.to_openai())
-                    yield DONE
-                    return
-                elif isinstance(item, GatewayError):
-                    yield error_frame(item)
-                    yield DONE
-                    return
-                else:
-                    return
+                # What else is queued already goes out in the same write: a burst of deltas
+                # (one upstream read) costs one send instead of one per frame.
+                frames: list[bytes] = []
+                while True:
+                    if isinstance(item, AgentEvent):
+                        frame = _event_frame(framer, item)
+                        if frame:
+                            frames.append(frame)
+                    elif isinstance(item, AgentRunResult):
+                        frames.append(framer.choice({}, item.finish_reason))
+                        if include_usage:
+                            frames.append(framer.usage(item.usage.to_openai()))
+                        frames.append(DONE)
+                        yield b"".join(frames)
+                        return
+                    elif isinstance(item, GatewayError):
+                        frames += (error_frame(item), DONE)
+                        yield b"".join(frames)
+                        return
+                    else:
+                        return
+                    if events.empty():
+                        break
+                    item = events.get_nowait()
+                if frames:
+                    yield b"".join(frames)
         finally:
             # A client that left (GeneratorExit) or a finished run: stop the run either way.
             cancel.set()
