@@ -50,6 +50,9 @@ class SqliteSessionStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pid = 0
+        self._held: dict[tuple[str, str], None] = {}  # (key, owner) of the leases held here
+        self._heartbeat_pid = 0
+        self._closed = False
 
     # -- connection -----------------------------------------------------------------------
 
@@ -83,28 +86,33 @@ class SqliteSessionStore:
 
     # -- leases ---------------------------------------------------------------------------
 
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One statement in autocommit (atomic on its own); the number of rows it changed."""
+        with self._lock:
+            return self._connect().execute(sql, args).rowcount
+
     def _try_take(self, key: str, owner: str) -> bool:
+        # One upsert instead of BEGIN IMMEDIATE / SELECT / INSERT / COMMIT: a free or expired
+        # lease is taken, a live one is left alone (0 rows changed).
         now = time.time()
-        with self._transaction() as db:
-            row = db.execute("SELECT expires_at FROM leases WHERE key = ?", (key,)).fetchone()
-            if row is not None and row[0] > now:
-                return False
-            db.execute(
-                "INSERT OR REPLACE INTO leases (key, owner, expires_at) VALUES (?, ?, ?)",
-                (key, owner, now + self.lease_ttl),
+        return (
+            self._execute(
+                "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET owner = excluded.owner,"
+                " expires_at = excluded.expires_at WHERE leases.expires_at <= ?",
+                (key, owner, now + self.lease_ttl, now),
             )
-            return True
+            > 0
+        )
 
     def _extend(self, key: str, owner: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
-                (time.time() + self.lease_ttl, key, owner),
-            )
+        self._execute(
+            "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
+            (time.time() + self.lease_ttl, key, owner),
+        )
 
     def _release(self, key: str, owner: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+        self._execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
 
     @contextmanager
     def lease(self, session_key: str, wait_seconds: float) -> Iterator[None]:
@@ -116,29 +124,38 @@ class SqliteSessionStore:
                 raise SessionBusy(retry_after=1)
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.05)
-        stop = threading.Event()
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(session_key, owner, stop), daemon=True
-        )
-        heartbeat.start()
+        self._start_heartbeat()
+        held = (session_key, owner)
+        self._held[held] = None
         try:
             yield
         finally:
-            stop.set()
+            self._held.pop(held, None)
             self._release(session_key, owner)
 
-    def _heartbeat(self, key: str, owner: str, stop: threading.Event) -> None:
-        while not stop.wait(self.lease_ttl / 3):
-            try:
-                self._extend(key, owner)
-            except sqlite3.Error:
-                pass  # the next beat tries again; the lease outlives one missed beat
+    def _start_heartbeat(self) -> None:
+        """One heartbeat per process extends every lease held here (not a thread per lease)."""
+        if self._heartbeat_pid != os.getpid():
+            self._heartbeat_pid = os.getpid()
+            self._held = {}  # a forked child holds none of its parent's leases
+            threading.Thread(target=self._heartbeat, daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        pid = os.getpid()
+        while not self._closed and self._heartbeat_pid == pid:
+            time.sleep(self.lease_ttl / 3)
+            for key, owner in list(self._held):
+                try:
+                    self._extend(key, owner)
+                except sqlite3.Error:
+                    pass  # the next beat tries again; the lease outlives one missed beat
 
     # -- transcripts ----------------------------------------------------------------------
 
     def load(self, session_key: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT data FROM entries WHERE key = ? ORDER BY seq", (session_key,))
-        return [json.loads(row[0]) for row in rows]
+        # One parse of the joined rows (each is a JSON object) instead of one per entry.
+        return json.loads("[" + ",".join([row[0] for row in rows]) + "]")  # type: ignore[no-any-return]
 
     def append(self, session_key: str, agent_id: str, entries: list[dict[str, Any]]) -> None:
         if not entries:
@@ -180,6 +197,7 @@ class SqliteSessionStore:
         self._query("SELECT 1")
 
     def close(self) -> None:
+        self._closed = True
         with self._lock:
             if self._db is not None:
                 self._db.close()
