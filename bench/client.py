@@ -9,7 +9,7 @@ import asyncio
 import socket
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -198,6 +198,12 @@ class HeldStream:
     chunks: int = 0
     done: bool = False
     failed: str = ""
+    arrivals: list[float] = field(default_factory=list)
+
+    def max_gap_after(self, start: float) -> float:
+        """The longest wait between two arrivals once every stream was open (the hold)."""
+        times = [t for t in self.arrivals if t >= start]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -226,6 +232,7 @@ class _StreamProtocol(asyncio.Protocol):
         elif stream.last:
             stream.max_gap = max(stream.max_gap, now - stream.last)
         stream.last = now
+        stream.arrivals.append(now)
         text = self.tail + data
         stream.chunks += data.count(b'"content":')
         if b"data: [DONE]" in text:
