@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import gevent
 import urllib3
+from urllib3.exceptions import HTTPError
 
 from ..agent.errors import RunCancelled
 from ..agent.types import CancelToken
@@ -33,7 +34,7 @@ def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
 
 
 def release(
-    response: urllib3.BaseHTTPResponse, rest: Iterator[bytes] | None = None, wait: float = 1.0
+    response: urllib3.BaseHTTPResponse, rest: Iterator[bytes] | None = None, wait: float = 0.1
 ) -> None:
     """Put the connection back in the pool: read what is left of the body first, else close it.
 
@@ -42,13 +43,19 @@ def release(
     Stopping a body generator early would close the connection, and a new one per request costs
     a connect and a threadpool ``getaddrinfo`` each time.
     """
-    with gevent.Timeout(wait, False):
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        # A socket timeout, not a gevent.Timeout: nothing is allocated unless a read has to
+        # wait. urllib3 sets the socket's timeout again for the connection's next request.
+        sock.settimeout(wait)
+    try:
         for _ in rest or ():
             pass
         response.drain_conn()
-        response.release_conn()
+    except (HTTPError, OSError):
+        response.close()
         return
-    response.close()
+    response.release_conn()
 
 
 def read_error_message(response: urllib3.BaseHTTPResponse, *, secret: str) -> str:
