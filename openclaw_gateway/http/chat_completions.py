@@ -18,7 +18,7 @@ from ..runtime import Gateway
 from .context import gateway
 from .disconnect import watch_disconnect
 from .errors import JSON_TYPE
-from .protocol import ChatRequest, parse_chat_request, parse_json, read_body
+from .protocol import ChatRequest, header, parse_chat_request, parse_json, read_body
 from .sse import DONE, PING, STREAM_HEADERS, ChunkFramer, compact_json, error_frame
 
 log = logging.getLogger("openclaw_gateway.http")
@@ -29,18 +29,20 @@ _FINISHED = object()  # queue sentinel: the client left, stop streaming
 
 
 def _run_request(runtime: Gateway, chat: ChatRequest) -> AgentRunRequest:
-    headers = request.headers
+    environ = request.environ
     settings = runtime.settings.gateway.http
-    conversation = next((headers[h] for h in settings.session_headers if headers.get(h)), None)
-    task = any(h in headers for h in settings.task_headers)
+    conversation = next(
+        (value for h in settings.session_headers if (value := header(environ, h))), None
+    )
+    task = any(header(environ, h) is not None for h in settings.task_headers)
     route = runtime.route(
-        agent_id=headers.get("x-openclaw-agent-id"),
+        agent_id=header(environ, "x-openclaw-agent-id"),
         model=chat.model,
-        session_key=headers.get("x-openclaw-session-key"),
+        session_key=header(environ, "x-openclaw-session-key"),
         conversation_id=conversation,
         user=chat.user,
         task=task,
-        model_override=headers.get("x-openclaw-model"),
+        model_override=header(environ, "x-openclaw-model"),
     )
     return AgentRunRequest(
         agent=route.agent,
