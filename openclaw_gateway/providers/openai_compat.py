@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from sseclient import SSEClient
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -38,7 +37,7 @@ from ..agent.types import (
     UsageReport,
 )
 from ..config import ProviderSettings
-from .transport import body_chunks, interrupt_on_cancel, read_error_message, release
+from .transport import SSEEvents, body_chunks, interrupt_on_cancel, read_error_message, release
 
 
 def _content(message: Message) -> Any:
@@ -127,7 +126,7 @@ class OpenAICompatProvider:
                     return
                 # Keep the body iterator: after [DONE] its end is read so the connection is reused.
                 chunks = body_chunks(response)
-                for event in SSEClient(chunks).events():
+                for event in SSEEvents(chunks).events():
                     if event.data == "[DONE]":
                         finished = True
                         break

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import gevent
 import urllib3
+from sseclient import SSEClient
 from urllib3.exceptions import HTTPError
 
 from ..agent.errors import RunCancelled
@@ -19,6 +21,17 @@ ERROR_BODY_LIMIT = 64 * 1024
 def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
     """One pool per process: non-blocking (a burst opens extra connections), retries off."""
     return urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
+
+
+class SSEEvents(SSEClient):
+    """sseclient-py's parser without its per-instance ``logging.getLogger`` (which takes the
+    logging module's lock): one per upstream response adds up on the hot path."""
+
+    _logger = logging.getLogger(SSEClient.__module__)
+
+    def __init__(self, event_source: Iterator[bytes], char_enc: str = "utf-8") -> None:
+        self._event_source = event_source
+        self._char_enc = char_enc
 
 
 def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
