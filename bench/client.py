@@ -279,8 +279,15 @@ async def hold_streams(
             finished.set_result(None)
 
     for start in range(0, count, batch):
-        await asyncio.gather(*(open_one(s) for s in streams[start : start + batch]))
-        await asyncio.sleep(0.01)
+        group = streams[start : start + batch]
+        await asyncio.gather(*(open_one(s) for s in group))
+        # Closed loop: the next batch connects once this one is answered (or after 5 s), so
+        # the ramp goes at the server's pace instead of piling up in its accept queue.
+        until = loop.time() + 5.0
+        while loop.time() < until and not all(s.opened or s.failed for s in group):
+            await asyncio.sleep(0.02)
+        if on_sample is not None:
+            on_sample(streams)
     end = loop.time() + deadline_seconds
     pending = set(waits)
     while pending and loop.time() < end:

@@ -48,7 +48,7 @@ LUA = ROOT / "bench" / "post.lua"
 TOKEN = "bench-token"
 PATH = "/v1/chat/completions"
 ROUNDS = 2  # alternating rounds per load point, each of --seconds
-HOLD_CHUNKS = 15  # a held stream lasts ~15 s: long enough to have them all open at once
+HOLD_CHUNKS = 20  # a held stream lasts ~20 s: long enough to have them all open at once
 DOC_BEGIN = "<!-- bench:begin (written by make bench; edit outside these markers) -->"
 DOC_END = "<!-- bench:end -->"
 # Both servers get the same gunicorn settings; worker_connections high enough for the
@@ -84,6 +84,13 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -496,6 +503,7 @@ def section_streams(upstream: Server, counts: tuple[int, ...]) -> dict[str, Any]
 
             raw = client.request_bytes(PATH, payload, TOKEN, gateway.port)
             started = time.perf_counter()
+            cpu_start = cpu_seconds(worker)
             loop = new_event_loop()
             try:
                 streams = loop.run_until_complete(
@@ -504,6 +512,7 @@ def section_streams(upstream: Server, counts: tuple[int, ...]) -> dict[str, Any]
             finally:
                 loop.close()
             elapsed = time.perf_counter() - started
+            cpu_used = cpu_seconds(worker) - cpu_start
         failed = [s for s in streams if s.failed]
         # The hold starts once every stream is open; a stream that then waits more than
         # 2.5 s for a chunk (they come every second) or never finishes is stalled. Gaps while
@@ -528,6 +537,7 @@ def section_streams(upstream: Server, counts: tuple[int, ...]) -> dict[str, Any]
             "peak_rss_kb": peak["rss"],
             "rss_per_stream_kb": round((peak["rss"] - baseline) / count, 1),
             "seconds": round(elapsed, 1),
+            "worker_cpu_percent": round(100 * cpu_used / elapsed),
             "failures": sorted({s.failed for s in failed})[:5],
         }
         out["runs"].append(run)
@@ -536,7 +546,8 @@ def section_streams(upstream: Server, counts: tuple[int, ...]) -> dict[str, Any]
             f"stalled {run['stalled']} (failed {run['failed']}), all open after {run['ramp_s']} s, "
             f"max gap {run['max_gap_hold_s']} s (while opening {run['max_gap_ramp_s']} s), "
             f"RSS {baseline // 1024} -> {peak['rss'] // 1024} MiB = "
-            f"{run['rss_per_stream_kb']} KB/stream ({run['seconds']} s)",
+            f"{run['rss_per_stream_kb']} KB/stream; worker CPU {run['worker_cpu_percent']}% "
+            f"({run['seconds']} s)",
             flush=True,
         )
         if failed:
@@ -821,15 +832,16 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"### Held streams (one gateway worker, {streams['chunks_per_stream']} chunks, one a second)",
             "",
-            "| streams | open at peak | completed | stalled | all open after s | max gap s (hold) | max gap s (while opening) | RSS idle MiB | RSS peak MiB | KB per stream |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| streams | open at peak | completed | stalled | all open after s | max gap s (hold) | max gap s (while opening) | RSS idle MiB | RSS peak MiB | KB per stream | worker CPU |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in streams["runs"]:
             lines.append(
                 f"| {run['streams']} | {run['peak_open']} | {run['completed']} | {run['stalled']} | "
                 f"{run['ramp_s']} | {run['max_gap_hold_s']} | {run['max_gap_ramp_s']} | "
                 f"{run['baseline_rss_kb'] / 1024:.0f} | "
-                f"{run['peak_rss_kb'] / 1024:.0f} | {run['rss_per_stream_kb']} |"
+                f"{run['peak_rss_kb'] / 1024:.0f} | {run['rss_per_stream_kb']} | "
+                f"{run['worker_cpu_percent']}% |"
             )
     stateful = results.get("stateful")
     if stateful:
