@@ -884,14 +884,47 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+def profile(seconds: float) -> None:
+    """Flame graphs of one gateway worker under wrk -c10 (JSON, then SSE): py-spy record."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        sys.exit("py-spy is not installed (pip install -r requirements-dev.txt)")
+    load = Load(ensure_wrk(), seconds)
+    TMP.mkdir(parents=True, exist_ok=True)
+    with (
+        running(start_upstream) as (upstream,),
+        running(lambda: start_gateway(upstream, 1)) as (gateway,),
+    ):
+        (worker,) = gateway.workers()
+        for name, payload in (
+            ("json", body("openclaw")),
+            ("sse20", body("openclaw/s20", stream=True)),
+        ):
+            load.run(gateway.port, payload, TOKEN, 10, 1)
+            out = TMP / f"profile-gateway-{name}.svg"
+            argv = [spy, "record", "--gil", "-r", "500", "-p", str(worker), "-o", str(out)]
+            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+            recorder = subprocess.Popen([*argv, "-d", f"{seconds:g}", "--nonblocking"], **quiet)
+            result = load.run(gateway.port, payload, TOKEN, 10)
+            recorder.wait()
+            print(f"{name}: {result['rps']:.0f} req/s under py-spy -> {out.relative_to(ROOT)}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark the gateway (see bench/README).")
+    parser = argparse.ArgumentParser(description="Benchmark the gateway (see docs/benchmarks.md).")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the harness")
     parser.add_argument(
         "--only", default="", help="comma list: upstream,load,latency,streams,stateful"
     )
     parser.add_argument("--seconds", type=float, default=None, help="seconds per load point")
+    parser.add_argument(
+        "--profile", action="store_true", help="only: py-spy flame graphs of a gateway worker"
+    )
     args = parser.parse_args()
+    if args.profile:
+        raise_fd_limit()
+        profile(args.seconds or 8.0)
+        return
     quick = args.quick
     seconds = args.seconds or (1.0 if quick else 4.0)
     sections = set(filter(None, args.only.split(","))) or {
