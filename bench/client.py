@@ -201,7 +201,7 @@ class HeldStream:
     arrivals: list[float] = field(default_factory=list)
 
     def max_gap_after(self, start: float) -> float:
-        """The longest wait between two arrivals once every stream was open (the hold)."""
+        """The longest wait between two content chunks once every stream was open (the hold)."""
         times = [t for t in self.arrivals if t >= start]
         return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
@@ -232,9 +232,11 @@ class _StreamProtocol(asyncio.Protocol):
         elif stream.last:
             stream.max_gap = max(stream.max_gap, now - stream.last)
         stream.last = now
-        stream.arrivals.append(now)
         text = self.tail + data
-        stream.chunks += data.count(b'"content":')
+        contents = data.count(b'"content":')
+        if contents:
+            stream.arrivals.append(now)  # content, not the role chunk that came with the headers
+        stream.chunks += contents
         if b"data: [DONE]" in text:
             stream.done = True
             self._finish()

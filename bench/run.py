@@ -515,8 +515,9 @@ def section_streams(upstream: Server, counts: tuple[int, ...]) -> dict[str, Any]
             cpu_used = cpu_seconds(worker) - cpu_start
         failed = [s for s in streams if s.failed]
         # The hold starts once every stream is open; a stream that then waits more than
-        # 2.5 s for a chunk (they come every second) or never finishes is stalled. Gaps while
-        # the others are still connecting are reported apart (max_gap_ramp_s).
+        # 2.5 s between two content chunks (they come every second) or never finishes is
+        # stalled. The wait for the first content chunk (the upstream call starts then) and
+        # gaps while the others are still connecting are reported apart (max_gap_ramp_s).
         opened = [s.opened for s in streams if s.opened]
         hold_start = max(opened) if len(opened) == count else float("inf")
         hold_gaps = [s.max_gap_after(hold_start) for s in streams if not s.failed]
