@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= $(or $(OPENCLAW_CONFIG_PATH),examples/openclaw.dev.json5)
 export OPENCLAW_STATE_DIR ?= $(CURDIR)/.state
 
-.PHONY: run test lint fmt check clean soak
+.PHONY: run test lint fmt check clean soak bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format -q .
 
 check: lint test
+
+# Benchmarks (not tests): gateway vs a bare passthrough, added latency, held streams, sessions.
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

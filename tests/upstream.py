@@ -314,6 +314,7 @@ class Upstream:
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # unexpected handler exceptions (never printed)
         self.disconnects_during_response = 0
+        self.connections_opened = 0  # TCP connections accepted (pooled clients reuse them)
         self.active_streams = 0
         self.max_concurrent: dict[str, int] = {"*": 0}
         self._inflight: dict[str, int] = {}
@@ -431,6 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.upstream._lock:
             self.upstream._conns.add(self.connection)
+            self.upstream.connections_opened += 1
 
     def finish(self) -> None:
         with self.upstream._lock:

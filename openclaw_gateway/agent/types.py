@@ -72,14 +72,16 @@ class Message:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Message:
+        # Called for every transcript entry of every stateful turn: no generators for the
+        # (usual) entry without images or tool calls.
+        images = raw.get("images")
+        calls = raw.get("tool_calls")
         return cls(
-            role=raw["role"],
-            text=raw.get("text", ""),
-            images=tuple(Image.from_dict(i) for i in raw.get("images", ())),
-            tool_calls=tuple(
-                ToolCall(c["id"], c["name"], c["arguments"]) for c in raw.get("tool_calls", ())
-            ),
-            tool_call_id=raw.get("tool_call_id"),
+            raw["role"],
+            raw.get("text", ""),
+            tuple([Image.from_dict(i) for i in images]) if images else (),
+            tuple([ToolCall(c["id"], c["name"], c["arguments"]) for c in calls]) if calls else (),
+            raw.get("tool_call_id"),
             is_error=bool(raw.get("is_error", False)),
         )
 

@@ -19,7 +19,7 @@ from .context import gateway
 from .disconnect import watch_disconnect
 from .errors import JSON_TYPE
 from .observe import note_output, note_run
-from .protocol import ChatRequest, parse_chat_request, parse_json, read_body
+from .protocol import ChatRequest, header, parse_chat_request, parse_json, read_body
 from .sse import DONE, PING, STREAM_HEADERS, ChunkFramer, compact_json, error_frame
 from .streams import DRAIN_DEADLINE, open_streams
 
@@ -31,18 +31,20 @@ _FINISHED = object()  # queue sentinel: the client left, stop streaming
 
 
 def _run_request(runtime: Gateway, chat: ChatRequest) -> AgentRunRequest:
-    headers = request.headers
+    environ = request.environ
     settings = runtime.settings.gateway.http
-    conversation = next((headers[h] for h in settings.session_headers if headers.get(h)), None)
-    task = any(h in headers for h in settings.task_headers)
+    conversation = next(
+        (value for h in settings.session_headers if (value := header(environ, h))), None
+    )
+    task = any(header(environ, h) is not None for h in settings.task_headers)
     route = runtime.route(
-        agent_id=headers.get("x-openclaw-agent-id"),
+        agent_id=header(environ, "x-openclaw-agent-id"),
         model=chat.model,
-        session_key=headers.get("x-openclaw-session-key"),
+        session_key=header(environ, "x-openclaw-session-key"),
         conversation_id=conversation,
         user=chat.user,
         task=task,
-        model_override=headers.get("x-openclaw-model"),
+        model_override=header(environ, "x-openclaw-model"),
     )
     return AgentRunRequest(
         agent=route.agent,
@@ -86,7 +88,7 @@ def _run_until_disconnect(runtime: Gateway, run: AgentRunRequest) -> AgentRunRes
         return runtime.run_agent(run, cancel=cancel)
     finally:
         if watcher is not None:
-            watcher.kill(block=False)
+            watcher.stop()
 
 
 def _completion_body(result: AgentRunResult, completion_id: str, created: int, model: str) -> str:
@@ -156,33 +158,44 @@ def _stream(
             for item in _queued(first, events, keepalive):
                 if item is None:
                     yield PING
-                elif isinstance(item, AgentEvent):
-                    frame = _event_frame(framer, item)
-                    if frame:
-                        yield frame
-                elif isinstance(item, AgentRunResult):
-                    yield framer.choice({}, item.finish_reason)
-                    if include_usage:
-                        yield framer.usage(item.usage.to_openai())
-                    yield DONE
-                    return
-                elif isinstance(item, GatewayError):
-                    yield error_frame(item)
-                    yield DONE
-                    return
-                elif item is DRAIN_DEADLINE:
-                    cancel.set()
-                    yield error_frame(Unavailable("The gateway is shutting down."))
-                    yield DONE
-                    return
-                else:
-                    return
+                    continue
+                # What else is queued already goes out in the same write: a burst of deltas
+                # (one upstream read) costs one send instead of one per frame.
+                frames: list[bytes] = []
+                while True:
+                    if isinstance(item, AgentEvent):
+                        frame = _event_frame(framer, item)
+                        if frame:
+                            frames.append(frame)
+                    elif isinstance(item, AgentRunResult):
+                        frames.append(framer.choice({}, item.finish_reason))
+                        if include_usage:
+                            frames.append(framer.usage(item.usage.to_openai()))
+                        frames.append(DONE)
+                        yield b"".join(frames)
+                        return
+                    elif isinstance(item, GatewayError):
+                        frames += (error_frame(item), DONE)
+                        yield b"".join(frames)
+                        return
+                    elif item is DRAIN_DEADLINE:
+                        cancel.set()
+                        frames += (error_frame(Unavailable("The gateway is shutting down.")), DONE)
+                        yield b"".join(frames)
+                        return
+                    else:
+                        return
+                    if events.empty():
+                        break
+                    item = events.get_nowait()
+                if frames:
+                    yield b"".join(frames)
         finally:
             # A client that left (GeneratorExit) or a finished run: stop the run either way.
             cancel.set()
             streams.discard(events)
             if watcher is not None:
-                watcher.kill(block=False)
+                watcher.stop()
 
     return generate()
 

@@ -12,6 +12,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from ..security.auth import bearer_secret
 from .context import gateway
+from .protocol import header
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -32,16 +33,18 @@ def public(view: F) -> F:
 
 
 def _before_request() -> None:
-    incoming = request.headers.get("X-Request-ID", "")
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    environ = req.environ
+    incoming = header(environ, "X-Request-ID") or ""
     g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    if request.routing_exception is not None:
+    if req.routing_exception is not None:
         return  # 404/405 come before auth
     runtime = gateway()
-    g.client_ip = runtime.client_ips.resolve(request.remote_addr or "", request.headers)
-    view = current_app.view_functions.get(request.endpoint or "")
+    g.client_ip = client_ip = runtime.client_ips.resolve(req.remote_addr or "", req.headers)
+    view = current_app.view_functions.get(req.endpoint or "")
     if getattr(view, "openclaw_public", False):
         return
-    runtime.guard.verify(g.client_ip, bearer_secret(request.headers.get("Authorization")))
+    runtime.guard.verify(client_ip, bearer_secret(header(environ, "Authorization")))
 
 
 def _after_request(response: Response) -> Response:

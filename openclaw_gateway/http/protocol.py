@@ -42,6 +42,15 @@ def _expected(path: str, wanted: str, value: Any) -> InvalidRequest:
 # Body
 
 
+def header(environ: dict[str, Any], name: str) -> str | None:
+    """A request header read straight from the WSGI environ, as Werkzeug's ``EnvironHeaders``
+    would return it, without its raise-and-catch of a KeyError for every absent header."""
+    key = name.upper().replace("-", "_")
+    if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        key = "HTTP_" + key
+    return environ.get(key)
+
+
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
     """Read the request body, refusing more than ``limit`` bytes (from Content-Length, or while
     reading a chunked body)."""

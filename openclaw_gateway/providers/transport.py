@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 
@@ -39,6 +40,17 @@ def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
     return urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
 
 
+class SSEEvents(SSEClient):
+    """sseclient-py's parser without its per-instance ``logging.getLogger`` (which takes the
+    logging module's lock): one per upstream response adds up on the hot path."""
+
+    _logger = logging.getLogger(SSEClient.__module__)
+
+    def __init__(self, event_source: Iterator[bytes], char_enc: str = "utf-8") -> None:
+        self._event_source = event_source
+        self._char_enc = char_enc
+
+
 def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     """Yield the body as it arrives (``stream()`` would wait for a full buffer on plain bodies)."""
     if response.chunked and response.supports_chunked_reads():  # type: ignore[attr-defined]
@@ -49,6 +61,31 @@ def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         if not data:
             return
         yield data
+
+
+def release(
+    response: urllib3.BaseHTTPResponse, rest: Iterator[bytes] | None = None, wait: float = 0.1
+) -> None:
+    """Put the connection back in the pool: read what is left of the body first, else close it.
+
+    An upstream ends its chunked body right after ``data: [DONE]``, so this is normally instant;
+    one that keeps the body open gets ``wait`` seconds, then the connection is closed instead.
+    Stopping a body generator early would close the connection, and a new one per request costs
+    a connect and a threadpool ``getaddrinfo`` each time.
+    """
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        # A socket timeout, not a gevent.Timeout: nothing is allocated unless a read has to
+        # wait. urllib3 sets the socket's timeout again for the connection's next request.
+        sock.settimeout(wait)
+    try:
+        for _ in rest or ():
+            pass
+        response.drain_conn()
+    except (HTTPError, OSError):
+        response.close()
+        return
+    response.release_conn()
 
 
 def read_error_message(response: urllib3.BaseHTTPResponse, *, secret: str) -> str:
@@ -142,6 +179,7 @@ def stream_post(
     returns a cleanly finished connection to the pool (any other is closed).
     """
     response = None
+    chunks: Iterator[bytes] | None = None
     finished = False
     with interrupt_on_cancel(cancel):
         try:
@@ -162,7 +200,10 @@ def stream_post(
                 yield from read_json(response.read())
                 finished = True
                 return
-            finished = yield from read_sse(SSEClient(body_chunks(response)).events())
+            # Keep the body iterator: after the end event its rest is read so the connection
+            # goes back to the pool (see ``release``).
+            chunks = body_chunks(response)
+            finished = yield from read_sse(SSEEvents(chunks).events())
             if not finished:
                 raise _transient("The model provider ended the stream early.")
         except NewConnectionError:
@@ -178,7 +219,6 @@ def stream_post(
         finally:
             if response is not None:
                 if finished:
-                    response.drain_conn()
-                    response.release_conn()
+                    release(response, chunks)
                 else:
                     response.close()

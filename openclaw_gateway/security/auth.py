@@ -32,13 +32,21 @@ class Guard:
         self.settings = settings
         self.limiter = limiter
         self._expected = _digest(settings.secret) if settings.mode != "none" else b""
+        self._loopback: dict[str, bool] = {}  # client IP -> is loopback (parsed once)
 
     @property
     def mode(self) -> str:
         return self.settings.mode
 
     def _limited(self, client_ip: str) -> bool:
-        return not (self.settings.rate_limit.exempt_loopback and is_loopback_host(client_ip))
+        if not self.settings.rate_limit.exempt_loopback:
+            return True
+        loopback = self._loopback.get(client_ip)
+        if loopback is None:
+            if len(self._loopback) >= 4096:
+                self._loopback.clear()
+            loopback = self._loopback[client_ip] = is_loopback_host(client_ip)
+        return not loopback
 
     def matches(self, presented: str) -> bool:
         """Compare in constant time (digests of equal length, whatever was presented)."""

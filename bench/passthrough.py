@@ -1,0 +1,49 @@
+"""The bare passthrough baseline: what Flask + gunicorn(gevent) + pooled urllib3 cost, and nothing else.
+
+One route forwards the request body to ``$BENCH_UPSTREAM_URL`` with the gateway's own pool (same
+settings, ``new_pool()``) and returns the upstream's answer: its JSON body, or its event stream
+relayed chunk by chunk. No auth, no parsing, no sessions. Run it under the gateway's worker class:
+
+    gunicorn -k openclaw_gateway.server.GatewayWorker bench.passthrough:app
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from flask import Flask, Response, request
+
+from openclaw_gateway.providers.transport import body_chunks, new_pool
+
+UPSTREAM_URL = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8000/v1/chat/completions")
+HEADERS = {"Content-Type": "application/json"}
+
+pool = new_pool()
+app = Flask(__name__)
+
+
+@app.post("/v1/chat/completions")
+def forward() -> Response:
+    upstream = pool.urlopen(
+        "POST",
+        UPSTREAM_URL,
+        body=request.get_data(),
+        headers=HEADERS,
+        preload_content=False,
+        retries=False,
+        redirect=False,
+    )
+    content_type = upstream.headers.get("content-type", "application/json")
+    if not content_type.startswith("text/event-stream"):
+        body = upstream.read()
+        upstream.release_conn()
+        return Response(body, status=upstream.status, content_type=content_type)
+
+    def relay() -> Iterator[bytes]:
+        try:
+            yield from body_chunks(upstream)
+        finally:
+            upstream.release_conn()
+
+    return Response(relay(), status=upstream.status, content_type=content_type)
