@@ -8,6 +8,8 @@ Without that directory (``python app.py``, unit tests) the figures are this proc
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -71,11 +73,40 @@ class Metrics:
             registry=registry,
         )
 
+        # ``labels()`` validates and looks up its arguments on every call (a lock, a tuple, a
+        # dict): the children of the per-request metrics are kept here instead. Their label
+        # values are few (routes, statuses, outcomes), so these never grow large.
+        self._request_counts: dict[tuple[str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
+        self._runs: dict[str, Any] = {}
+        self._prompt_tokens = self.tokens.labels("prompt")
+        self._completion_tokens = self.tokens.labels("completion")
+
+    def count_request(self, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP request: its route (the URL rule, or ``other``), status, duration."""
+        counter = self._request_counts.get((route, status))
+        if counter is None:
+            counter = self._request_counts[(route, status)] = self.requests.labels(
+                route, str(status)
+            )
+        counter.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self.latency.labels(route)
+        latency.observe(seconds)
+
+    def count_run(self, outcome: str) -> None:
+        """One agent run ended (or was refused): ``ok``, ``error``, ``cancelled``, ``refused``."""
+        counter = self._runs.get(outcome)
+        if counter is None:
+            counter = self._runs[outcome] = self.runs.labels(outcome)
+        counter.inc()
+
     def count_tokens(self, usage: Usage) -> None:
         if usage.prompt_tokens:
-            self.tokens.labels("prompt").inc(usage.prompt_tokens)
+            self._prompt_tokens.inc(usage.prompt_tokens)
         if usage.completion_tokens:
-            self.tokens.labels("completion").inc(usage.completion_tokens)
+            self._completion_tokens.inc(usage.completion_tokens)
 
     def exposition(self) -> bytes:
         """The Prometheus text format, summed over every worker in multiprocess mode."""

@@ -71,7 +71,7 @@ class Gateway:
     def refuse_if_draining(self) -> None:
         """Raise ``Unavailable`` (503) once draining; a surface may check before it answers."""
         if self.draining:
-            self.metrics.runs.labels("refused").inc()
+            self.metrics.count_run("refused")
             raise Unavailable()
 
     def route(self, **kwargs: Any) -> Route:
@@ -100,19 +100,19 @@ class Gateway:
                 workspace_prompts=self.workspace_prompts,
             )
         except RunCancelled:
-            metrics.runs.labels("cancelled").inc()
+            metrics.count_run("cancelled")
             raise
         except GatewayError as exc:
-            metrics.runs.labels("error").inc()
+            metrics.count_run("error")
             if isinstance(exc, UpstreamError):
                 metrics.upstream_errors.labels(exc.code or "upstream_error").inc()
             raise
         except BaseException:
-            metrics.runs.labels("error").inc()
+            metrics.count_run("error")
             raise
         finally:
             self.active_runs -= 1
-        metrics.runs.labels("ok").inc()
+        metrics.count_run("ok")
         metrics.count_tokens(result.usage)
         return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,8 +31,7 @@ bp = Blueprint("chat_completions", __name__)
 _FINISHED = object()  # queue sentinel: the client left, stop streaming
 
 
-def _run_request(runtime: Gateway, chat: ChatRequest) -> AgentRunRequest:
-    environ = request.environ
+def _run_request(runtime: Gateway, environ: dict[str, Any], chat: ChatRequest) -> AgentRunRequest:
     settings = runtime.settings.gateway.http
     conversation = next(
         (value for h in settings.session_headers if (value := header(environ, h))), None
@@ -51,7 +51,7 @@ def _run_request(runtime: Gateway, chat: ChatRequest) -> AgentRunRequest:
         session_key=route.session_key,
         stateless=route.stateless,
         messages=chat.messages,
-        run_id=uuid.uuid4().hex,
+        run_id=os.urandom(16).hex(),
         extra_system_prompt=chat.extra_system_prompt,
         tools=chat.tools,
         tool_choice=chat.tool_choice,
@@ -63,27 +63,32 @@ def _run_request(runtime: Gateway, chat: ChatRequest) -> AgentRunRequest:
 @bp.route("/v1/chat/completions", methods=["POST"], provide_automatic_options=False)
 def chat_completions() -> Response:
     runtime = gateway()
+    environ = request.environ
     settings = runtime.settings.gateway.http.chat_completions
-    body = parse_json(read_body(request.environ, settings.max_body_bytes))
+    body = parse_json(read_body(environ, settings.max_body_bytes))
     chat = parse_chat_request(body, settings)
-    run = _run_request(runtime, chat)
-    note_run(run)
+    run = _run_request(runtime, environ, chat)
+    note_run(runtime, environ, run)
     runtime.refuse_if_draining()  # before a stream's 200 goes out
     model = chat.model if chat.model is not None else "openclaw"
     completion_id = f"chatcmpl_{uuid.uuid4()}"
     created = int(time.time())
     if chat.stream:
         framer = ChunkFramer(completion_id, created, model)
-        stream = _stream(runtime, run, framer, chat.include_usage, settings.keepalive_seconds)
+        stream = _stream(
+            runtime, environ, run, framer, chat.include_usage, settings.keepalive_seconds
+        )
         return Response(stream, status=200, headers=STREAM_HEADERS)
-    result = _run_until_disconnect(runtime, run)  # RunCancelled: http/errors.py answers 499
-    note_output(result.text)
+    result = _run_until_disconnect(runtime, environ, run)  # RunCancelled: errors.py answers 499
+    note_output(runtime, environ, result.text)
     return Response(_completion_body(result, completion_id, created, model), content_type=JSON_TYPE)
 
 
-def _run_until_disconnect(runtime: Gateway, run: AgentRunRequest) -> AgentRunResult:
+def _run_until_disconnect(
+    runtime: Gateway, environ: dict[str, Any], run: AgentRunRequest
+) -> AgentRunResult:
     cancel = CancelToken()
-    watcher = watch_disconnect(request.environ, cancel.set)
+    watcher = watch_disconnect(environ, cancel.set)
     try:
         return runtime.run_agent(run, cancel=cancel)
     finally:
@@ -110,6 +115,7 @@ def _completion_body(result: AgentRunResult, completion_id: str, created: int, m
 
 def _stream(
     runtime: Gateway,
+    environ: dict[str, Any],
     run: AgentRunRequest,
     framer: ChunkFramer,
     include_usage: bool,
@@ -123,7 +129,6 @@ def _stream(
     """
     events: Queue[Any] = Queue()
     cancel = CancelToken()
-    environ = request.environ
     streams = open_streams()
 
     def runner() -> None:

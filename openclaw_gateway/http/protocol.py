@@ -42,12 +42,19 @@ def _expected(path: str, wanted: str, value: Any) -> InvalidRequest:
 # Body
 
 
+_ENVIRON_KEYS: dict[str, str] = {}
+
+
 def header(environ: dict[str, Any], name: str) -> str | None:
     """A request header read straight from the WSGI environ, as Werkzeug's ``EnvironHeaders``
     would return it, without its raise-and-catch of a KeyError for every absent header."""
-    key = name.upper().replace("-", "_")
-    if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        key = "HTTP_" + key
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        if len(_ENVIRON_KEYS) < 256:  # the names are the code's and the config's: few
+            _ENVIRON_KEYS[name] = key
     return environ.get(key)
 
 
