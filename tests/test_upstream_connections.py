@@ -61,3 +61,22 @@ def test_client_leaving_a_stream_closes_the_upstream_request(gateway, upstream):
     wait_until(lambda: upstream.requests, what="the upstream request")
     sock.close()
     upstream.wait_for(lambda u: u.closed_connections == 1)
+
+
+def test_an_endpoint_keeps_its_pool_until_the_manager_drops_it():
+    """Providers look their host's connection pool up once; when the process's manager evicts
+    (and closes) it, the next request gets a fresh pool, not a closed-pool error."""
+    import urllib3
+
+    from openclaw_gateway.providers.transport import Endpoint
+
+    manager = urllib3.PoolManager(num_pools=1)
+    endpoint = Endpoint(manager, "http://127.0.0.1:9/v1/chat/completions?x=1")
+    first = endpoint.pool()
+    assert endpoint.path == "/v1/chat/completions?x=1"
+    assert endpoint.pool() is first
+    manager.connection_from_url("http://127.0.0.2:9/")  # evicts and closes the first pool
+    assert first.pool is None
+    second = endpoint.pool()
+    assert second is not first and second.pool is not None
+    assert (second.host, second.port) == ("127.0.0.1", 9)

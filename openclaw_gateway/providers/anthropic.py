@@ -33,7 +33,7 @@ from ..agent.types import (
     UsageReport,
 )
 from ..config import ProviderSettings
-from .transport import stream_post
+from .transport import Endpoint, stream_post
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -172,9 +172,10 @@ class AnthropicProvider:
 
     def __init__(self, settings: ProviderSettings, pool: urllib3.PoolManager) -> None:
         self.settings = settings
-        self._pool = pool
         base = settings.base_url or "https://api.anthropic.com"
-        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._endpoint = Endpoint(
+            pool, base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        )
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -190,8 +191,7 @@ class AnthropicProvider:
     def stream(self, call: ProviderCall, cancel: CancelToken) -> Iterator[ProviderEvent]:
         body = json.dumps(request_body(call), separators=(",", ":"), ensure_ascii=False)
         return stream_post(
-            self._pool,
-            self._url,
+            self._endpoint,
             body=body.encode(),
             headers=self._headers,
             timeout=self._timeout,

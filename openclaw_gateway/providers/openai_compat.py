@@ -26,7 +26,7 @@ from ..agent.types import (
     UsageReport,
 )
 from ..config import ProviderSettings
-from .transport import stream_post
+from .transport import Endpoint, stream_post
 
 
 def _content(message: Message) -> Any:
@@ -63,8 +63,7 @@ class OpenAICompatProvider:
 
     def __init__(self, settings: ProviderSettings, pool: urllib3.PoolManager) -> None:
         self.settings = settings
-        self._pool = pool
-        self._url = settings.base_url + "/chat/completions"
+        self._endpoint = Endpoint(pool, settings.base_url + "/chat/completions")
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -92,8 +91,7 @@ class OpenAICompatProvider:
 
     def stream(self, call: ProviderCall, cancel: CancelToken) -> Iterator[ProviderEvent]:
         return stream_post(
-            self._pool,
-            self._url,
+            self._endpoint,
             body=self._body(call),
             headers=self._headers,
             timeout=self._timeout,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 
 import gevent
 import urllib3
 from sseclient import Event, SSEClient
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -17,6 +17,7 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
+from urllib3.util import parse_url
 
 from ..agent.errors import (
     RunCancelled,
@@ -40,11 +41,43 @@ def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
     return urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
 
 
+class Endpoint:
+    """One upstream URL on the process's pool.
+
+    ``PoolManager.urlopen`` parses the URL and builds a pool key on every request; the host's
+    connection pool is looked up here once instead, and again only if the manager has since
+    dropped (and closed) it.
+    """
+
+    __slots__ = ("manager", "url", "path", "_pool")
+
+    def __init__(self, manager: urllib3.PoolManager, url: str) -> None:
+        self.manager = manager
+        self.url = url
+        self.path = parse_url(url).request_uri
+        self._pool: HTTPConnectionPool | None = None
+
+    def pool(self) -> HTTPConnectionPool:
+        pool = self._pool
+        if pool is None or pool.pool is None:
+            pool = self._pool = self.manager.connection_from_url(self.url)
+        return pool
+
+
+class _Quiet:
+    """A logger that drops sseclient-py's two debug calls per event without a level check."""
+
+    @staticmethod
+    def debug(*args: object) -> None:
+        pass
+
+
 class SSEEvents(SSEClient):
     """sseclient-py's parser without its per-instance ``logging.getLogger`` (which takes the
-    logging module's lock): one per upstream response adds up on the hot path."""
+    logging module's lock) and its debug lines: per response and per event they add up on the
+    hot path, and say nothing the gateway's own errors do not."""
 
-    _logger = logging.getLogger(SSEClient.__module__)
+    _logger = _Quiet()
 
     def __init__(self, event_source: Iterator[bytes], char_enc: str = "utf-8") -> None:
         self._event_source = event_source
@@ -161,8 +194,7 @@ def _transient(message: str) -> UpstreamError:
 
 
 def stream_post(
-    pool: urllib3.PoolManager,
-    url: str,
+    endpoint: Endpoint,
     *,
     body: bytes,
     headers: dict[str, str],
@@ -183,14 +215,15 @@ def stream_post(
     finished = False
     with interrupt_on_cancel(cancel):
         try:
-            response = pool.urlopen(
+            response = endpoint.pool().urlopen(
                 "POST",
-                url,
+                endpoint.path,
                 body=body,
                 headers=headers,
                 preload_content=False,
                 retries=False,
                 redirect=False,
+                assert_same_host=False,
                 timeout=timeout,
             )
             if response.status >= 400:
