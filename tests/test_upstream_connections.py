@@ -63,9 +63,9 @@ def test_client_leaving_a_stream_closes_the_upstream_request(gateway, upstream):
     upstream.wait_for(lambda u: u.closed_connections == 1)
 
 
-def test_an_endpoint_keeps_its_pool_until_the_manager_drops_it():
-    """Providers look their host's connection pool up once; when the process's manager evicts
-    (and closes) it, the next request gets a fresh pool, not a closed-pool error."""
+def test_an_endpoint_keeps_its_pool_and_replaces_a_closed_one():
+    """Providers look their host's connection pool up once: it stays theirs (and open) when the
+    manager drops it from its own table, and a closed one is replaced, not used."""
     import urllib3
 
     from openclaw_gateway.providers.transport import Endpoint
@@ -75,8 +75,9 @@ def test_an_endpoint_keeps_its_pool_until_the_manager_drops_it():
     first = endpoint.pool()
     assert endpoint.path == "/v1/chat/completions?x=1"
     assert endpoint.pool() is first
-    manager.connection_from_url("http://127.0.0.2:9/")  # evicts and closes the first pool
-    assert first.pool is None
+    manager.connection_from_url("http://127.0.0.2:9/")  # the manager forgets the first pool
+    assert endpoint.pool() is first and first.pool is not None
+    first.close()
     second = endpoint.pool()
     assert second is not first and second.pool is not None
     assert (second.host, second.port) == ("127.0.0.1", 9)

@@ -45,8 +45,8 @@ class Endpoint:
     """One upstream URL on the process's pool.
 
     ``PoolManager.urlopen`` parses the URL and builds a pool key on every request; the host's
-    connection pool is looked up here once instead, and again only if the manager has since
-    dropped (and closed) it.
+    connection pool is looked up here once instead (and again only if it was closed). Pools
+    the manager drops from its table are not closed, so the endpoint's stays usable.
     """
 
     __slots__ = ("manager", "url", "path", "_pool")
