@@ -202,7 +202,7 @@ class AnthropicProvider:
         )
 
 
-def _json(data: bytes) -> dict[str, Any]:
+def _json(data: str | bytes) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except ValueError:
@@ -234,7 +234,7 @@ def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
     for event in events:
         if not event.data:
             continue
-        data = _json(event.data.encode())
+        data = _json(event.data)
         kind = data.get("type") or event.event
         if kind == "message_start":
             usage = (data.get("message") or {}).get("usage")

@@ -107,14 +107,14 @@ def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
     for event in events:
         if event.data == "[DONE]":
             return True
-        for item in _events_from_chunk(_json(event.data.encode())):
+        for item in _events_from_chunk(_json(event.data)):
             if isinstance(item, Finish):
                 finished = True
             yield item
     return finished
 
 
-def _json(data: bytes) -> dict[str, Any]:
+def _json(data: str | bytes) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except ValueError:
