@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import MissingUserMessage
 from .types import AgentRunRequest, Message
@@ -105,7 +105,7 @@ def new_messages(client: list[Message]) -> list[Message]:
 
 
 def build_conversation(
-    request: AgentRunRequest, transcript: list[dict[str, Any]], max_turns: int
+    request: AgentRunRequest, history: Sequence[Message], max_turns: int
 ) -> Conversation:
     """Decide what goes upstream and what gets stored, for a stateless or stateful run.
 
@@ -118,8 +118,7 @@ def build_conversation(
         raise MissingUserMessage()
     if request.stateless:
         return Conversation(upstream=client, to_store=[])
-    if not transcript:
+    if not history:
         return Conversation(upstream=_limit_turns(client, max_turns), to_store=list(client))
     fresh = new_messages(client)
-    history = [Message.from_dict(entry) for entry in transcript]
-    return Conversation(upstream=_limit_turns(history + fresh, max_turns), to_store=fresh)
+    return Conversation(upstream=_limit_turns([*history, *fresh], max_turns), to_store=fresh)

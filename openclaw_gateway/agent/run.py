@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from contextlib import closing, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from typing import Any
 
 from .errors import GatewayError, RunCancelled, ToolRoundLimit, UpstreamError
@@ -45,6 +45,7 @@ from .types import (
     Provider,
     ProviderCall,
     SessionStore,
+    SessionTurn,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -292,12 +293,11 @@ def run_agent(
     cancel = cancel or CancelToken()
     agent_tools = enabled_tools(request.agent)
     run = _Run(agent_tools, emit, cancel)
-    lease = (
-        nullcontext() if request.stateless else store.lease(request.session_key, lock_wait_seconds)
+    turn: AbstractContextManager[SessionTurn | None] = (
+        nullcontext() if request.stateless else store.turn(request.session_key, lock_wait_seconds)
     )
-    with lease:
-        transcript = [] if request.stateless else store.load(request.session_key)
-        conversation = build_conversation(request, transcript, max_turns)
+    with turn as session:
+        conversation = build_conversation(request, session.history if session else (), max_turns)
         call = ProviderCall(
             model="",
             system=system_prompt(request, workspace_prompts),
@@ -311,9 +311,9 @@ def run_agent(
             exchanges, client_calls, finish, model_ref = _loop(request, call, providers, run)
             if run.usage.total_tokens:
                 emit(AgentEvent("usage", {"usage": run.usage}))
-            if not request.stateless:
+            if session is not None:
                 _append_turn(
-                    store, request, conversation.to_store + exchanges, run.usage, model_ref
+                    session, request, conversation.to_store + exchanges, run.usage, model_ref
                 )
         except RunCancelled:
             emit(AgentEvent("lifecycle", {"phase": "aborted", "endedAt": _now_ms()}))
@@ -340,7 +340,7 @@ def run_agent(
 
 
 def _append_turn(
-    store: SessionStore,
+    session: SessionTurn,
     request: AgentRunRequest,
     entries_in: list[Message],
     usage: Usage,
@@ -358,4 +358,4 @@ def _append_turn(
         if entry["role"] == "assistant":
             entry.update(model=model_ref, usage=usage.to_openai())
             break
-    store.append(request.session_key, request.agent.id, entries)
+    session.append(request.agent.id, entries)

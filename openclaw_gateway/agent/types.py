@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -266,11 +266,31 @@ class SessionInfo:
     message_count: int
 
 
+class SessionTurn(Protocol):
+    """A stateful turn in progress: the session's lease is held and its transcript loaded."""
+
+    @property
+    def history(self) -> Sequence[Message]:
+        """The conversation stored before this turn, oldest first."""
+        ...
+
+    def append(self, agent_id: str, entries: list[dict[str, Any]]) -> None:
+        """Append the turn's entries in one atomic write, as the last step under the lease (a
+        store may release the lease in the same write)."""
+        ...
+
+
 class SessionStore(Protocol):
     """Transcripts and per-session leases. Entries are JSON-ready dicts (``Message.to_dict`` plus
     ``timestamp``, ``run_id`` and, on assistant entries, ``usage``)."""
 
-    def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[None]:
+    def turn(self, session_key: str, wait_seconds: float) -> AbstractContextManager[SessionTurn]:
+        """Hold the session's lease for the block and yield its history to append a turn to;
+        raise ``SessionBusy`` after ``wait_seconds``. A store takes the lease and loads the
+        transcript, and appends and releases, in as few round trips as its medium allows."""
+        ...
+
+    def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[object]:
         """Hold the session's lease for the block; raise ``SessionBusy`` after ``wait_seconds``."""
         ...
 

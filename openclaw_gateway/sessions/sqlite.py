@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from ..agent.types import SessionInfo
+from ..agent.types import Message, SessionInfo
 from .lease import hold_lease
 
 log = logging.getLogger("openclaw_gateway.sessions")
@@ -148,8 +148,14 @@ class SqliteSessionStore:
             # (and a client retry would store it twice). The lease expires on its own.
             log.warning("could not release the lease of %s: %s", key, exc)
 
-    def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[None]:
+    def lease(self, session_key: str, wait_seconds: float) -> AbstractContextManager[object]:
         return hold_lease(self, session_key, wait_seconds)
+
+    @contextmanager
+    def turn(self, session_key: str, wait_seconds: float) -> Iterator[_SqliteTurn]:
+        with hold_lease(self, session_key, wait_seconds):
+            history = [Message.from_dict(entry) for entry in self.load(session_key)]
+            yield _SqliteTurn(self, session_key, history)
 
     # -- transcripts ----------------------------------------------------------------------
 
@@ -202,3 +208,13 @@ class SqliteSessionStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+class _SqliteTurn:
+    """A turn under a held lease: statements are local, so no step needs merging."""
+
+    def __init__(self, store: SqliteSessionStore, session_key: str, history: list[Message]) -> None:
+        self._store, self._session_key, self.history = store, session_key, history
+
+    def append(self, agent_id: str, entries: list[dict[str, Any]]) -> None:
+        self._store.append(self._session_key, agent_id, entries)

@@ -352,6 +352,38 @@ def test_user_session_started_on_one_host_continues_on_the_other(redis_deploymen
     ]
 
 
+def test_host_returning_to_a_session_sees_the_turns_the_other_host_added(
+    redis_deployment, upstream
+):
+    user = unique("roaming")
+    first, second = redis_deployment.primary, redis_deployment.secondary
+    assert second is not None
+    for gateway, text in ((second, "b1"), (first, "a1"), (second, "b2")):
+        gateway.client().chat.completions.create(
+            model="openclaw", user=user, messages=[{"role": "user", "content": text}]
+        )
+    # maxTurns is 2: the newest two turns, the middle one written by the other host.
+    sent = upstream.requests[-1].body["messages"]
+    assert [m["content"] for m in sent] == ["a1", "You said: a1", "b2"]
+
+
+def test_session_deleted_elsewhere_starts_afresh_on_a_host_that_had_used_it(
+    redis_deployment, upstream
+):
+    user = unique("deleted")
+    second = redis_deployment.secondary
+    assert second is not None
+    client = second.client()
+    client.chat.completions.create(
+        model="openclaw", user=user, messages=[{"role": "user", "content": "before"}]
+    )
+    assert redis_deployment.store.delete(f"agent:main:openai-user:{user}")
+    client.chat.completions.create(
+        model="openclaw", user=user, messages=[{"role": "user", "content": "after"}]
+    )
+    assert [m["content"] for m in upstream.requests[-1].body["messages"]] == ["after"]
+
+
 def test_auth_lockout_on_one_host_applies_on_the_other(redis_deployment, http):
     first, second = redis_deployment.primary, redis_deployment.secondary
     assert second is not None

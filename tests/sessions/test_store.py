@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from openclaw_gateway.agent.errors import SessionBusy
-from openclaw_gateway.agent.types import SessionStore
+from openclaw_gateway.agent.types import SessionStore, SessionTurn
 from openclaw_gateway.sessions.sqlite import SqliteSessionStore
 from tests.conftest import unique, wait_until
 from tests.sessions.conftest import Backend
@@ -197,3 +197,60 @@ def test_a_failed_sqlite_lease_release_leaves_the_written_turn_standing(tmp_path
         monkeypatch.setattr(store, "_transaction", locked)
     assert texts(store.load(key)) == ["kept"]
     store.close()
+
+
+# ------------------------------------------------------------------------------------- turns
+
+
+def history_texts(turn: SessionTurn) -> list[str]:
+    return [message.text for message in turn.history]
+
+
+def test_turn_yields_the_stored_history_and_appends_to_it(store):
+    key = unique("s")
+    store.append(key, "main", [entry("user", "one"), entry("assistant", "two")])
+    with store.turn(key, wait_seconds=1) as turn:
+        assert history_texts(turn) == ["one", "two"]
+        assert [message.role for message in turn.history] == ["user", "assistant"]
+        turn.append("main", [entry("user", "three"), entry("assistant", "four")])
+    assert texts(store.load(key)) == ["one", "two", "three", "four"]
+    [info] = [s for s in store.list_sessions() if s.key == key]
+    assert (info.agent_id, info.message_count) == ("main", 4)
+
+
+def test_turn_of_a_new_session_has_no_history(store):
+    with store.turn(unique("s"), wait_seconds=1) as turn:
+        assert list(turn.history) == []
+
+
+def test_turn_holds_the_lease_and_frees_it_when_done(backend):
+    key = unique("s")
+    store, other = backend.open(), backend.open()
+    with store.turn(key, wait_seconds=1) as turn:
+        assert backend.lease_owner(key) is not None
+        with pytest.raises(SessionBusy):
+            with other.turn(key, wait_seconds=0.2):
+                pass
+        turn.append("main", [entry("user", "one")])
+    assert backend.lease_owner(key) is None
+    with other.turn(key, wait_seconds=0) as turn:
+        assert history_texts(turn) == ["one"]
+
+
+def test_turn_that_fails_writes_nothing_and_frees_the_lease(backend):
+    key = unique("s")
+    store = backend.open()
+    with pytest.raises(RuntimeError), store.turn(key, wait_seconds=1):
+        raise RuntimeError("the model failed")
+    assert store.load(key) == []
+    assert backend.lease_owner(key) is None
+
+
+def test_turn_whose_lease_was_taken_over_leaves_the_new_owners_lease(backend):
+    key = unique("s")
+    store = backend.open()
+    with store.turn(key, wait_seconds=1) as turn:
+        # Our lease expired and another run took the session over before we appended.
+        backend.plant_lease(key, "new-owner", ttl_seconds=60)
+        turn.append("main", [entry("user", "late")])
+    assert backend.lease_owner(key) == "new-owner"
