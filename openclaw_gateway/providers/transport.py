@@ -52,10 +52,18 @@ class SSEEvents(SSEClient):
 
 
 def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    """Yield the body as it arrives (``stream()`` would wait for a full buffer on plain bodies)."""
+    """Yield the body as it arrives (``stream()`` would wait for a full buffer on plain bodies).
+
+    A chunked body is urllib3's own generator, not wrapped in another: a run waiting for the
+    upstream is parked below every generator on the way, and each costs its greenlet ~0.4 KB
+    of saved C stack for as long as the stream is held.
+    """
     if response.chunked and response.supports_chunked_reads():  # type: ignore[attr-defined]
-        yield from response.read_chunked(decode_content=True)  # type: ignore[attr-defined]
-        return
+        return response.read_chunked(decode_content=True)  # type: ignore[attr-defined,no-any-return]
+    return _plain_chunks(response)
+
+
+def _plain_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     while True:
         data = response.read1(65536)
         if not data:
