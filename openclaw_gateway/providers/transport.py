@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
 
 import gevent
 import urllib3
@@ -114,32 +113,40 @@ def read_error_message(response: urllib3.BaseHTTPResponse, *, secret: str) -> st
     return text[:300]
 
 
-@contextmanager
-def interrupt_on_cancel(cancel: CancelToken) -> Iterator[None]:
+class InterruptOnCancel:
     """While the block runs, a cancel raises ``RunCancelled`` in it, even inside a blocked read.
 
     The upstream connection then closes at once (urllib3 discards a connection whose request
     raised), so the upstream sees the client's disconnect instead of finishing a dead run.
+    A slotted object rather than a ``@contextmanager`` with closures: it lives as long as the
+    upstream response, which for a held stream is the whole stream.
     """
-    run = gevent.getcurrent()
-    active = True
 
-    def throw() -> None:
-        if active and not run.dead:
-            run.throw(RunCancelled())
+    __slots__ = ("_cancel", "_run", "_active")
 
-    def on_cancel() -> None:
-        if gevent.getcurrent() is not run:
-            gevent.get_hub().loop.run_callback(throw)
+    def __init__(self, cancel: CancelToken) -> None:
+        self._cancel = cancel
+        self._run = gevent.getcurrent()
+        self._active = False
 
-    forget = cancel.on_cancel(on_cancel)
-    try:
-        if cancel.is_set():
+    def __enter__(self) -> None:
+        self._active = True
+        self._cancel.on_cancel(self._on_cancel)
+        if self._cancel.is_set():
+            self.__exit__()
             raise RunCancelled()
-        yield
-    finally:
-        active = False
-        forget()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._active = False
+        self._cancel.forget(self._on_cancel)
+
+    def _on_cancel(self) -> None:
+        if gevent.getcurrent() is not self._run:
+            gevent.get_hub().loop.run_callback(self._throw)
+
+    def _throw(self) -> None:
+        if self._active and not self._run.dead:
+            self._run.throw(RunCancelled())
 
 
 def status_error(response: urllib3.BaseHTTPResponse, *, secret: str) -> UpstreamError:
@@ -189,7 +196,7 @@ def stream_post(
     response = None
     chunks: Iterator[bytes] | None = None
     finished = False
-    with interrupt_on_cancel(cancel):
+    with InterruptOnCancel(cancel):
         try:
             response = pool.urlopen(
                 "POST",
