@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Iterator
 import gevent
 import urllib3
 from sseclient import Event, SSEClient
+from urllib3 import Retry
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -32,6 +33,9 @@ SseReader = Callable[[Iterator[Event]], Generator[ProviderEvent, None, bool]]
 JsonReader = Callable[[bytes], Iterator[ProviderEvent]]
 
 ERROR_BODY_LIMIT = 64 * 1024
+# Passed to every request: ``retries=False`` would build a Retry object per request, and the
+# response keeps it for as long as the body is read (the whole stream). Retry is immutable.
+_NO_RETRIES = Retry(total=False, redirect=False)
 
 
 def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
@@ -204,7 +208,7 @@ def stream_post(
                 body=body,
                 headers=headers,
                 preload_content=False,
-                retries=False,
+                retries=_NO_RETRIES,
                 redirect=False,
                 timeout=timeout,
             )
