@@ -212,6 +212,9 @@ def stream_post(
                 redirect=False,
                 timeout=timeout,
             )
+            # Sent: the request body (the whole conversation) need not live as long as the
+            # stream does.
+            del body
             if response.status >= 400:
                 raise status_error(response, secret=secret)
             if "text/event-stream" not in response.headers.get("content-type", ""):
