@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 import gevent
 import urllib3
 from sseclient import Event, SSEClient
 from urllib3 import Retry
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -38,9 +42,52 @@ ERROR_BODY_LIMIT = 64 * 1024
 _NO_RETRIES = Retry(total=False, redirect=False)
 
 
+# The buffer http.client reads an upstream response through (its default is 8 KiB). SSE
+# events are a few hundred bytes and a body larger than the buffer is read straight into
+# place, so 1 KiB costs a burst of events a few more recv calls, while every held stream
+# keeps its buffer for as long as it is open.
+UPSTREAM_READ_BUFFER = 1024
+
+
+class _ReadBufferSize:
+    """The socket as ``http.client.HTTPResponse`` sees it: its ``makefile`` sets the buffer."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str) -> Any:
+        return self._sock.makefile(mode, UPSTREAM_READ_BUFFER)
+
+
+class _UpstreamResponse(http.client.HTTPResponse):
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_ReadBufferSize(sock), *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _HTTPConnection(HTTPConnection):
+    response_class = _UpstreamResponse
+
+
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _UpstreamResponse
+
+
+class _HTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
 def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
-    """One pool per process: non-blocking (a burst opens extra connections), retries off."""
-    return urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
+    """One pool per process: non-blocking (a burst opens extra connections), retries off,
+    responses read through ``UPSTREAM_READ_BUFFER``."""
+    pool = urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
+    pool.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+    return pool
 
 
 class SSEEvents(SSEClient):
