@@ -177,12 +177,12 @@ class _Stream:
         if self.watcher is not None:
             self.watcher.stop()
 
-    def frames(self, first: Any, streams: OpenStreams) -> Iterator[bytes]:
+    def frames(self, item: Any, streams: OpenStreams) -> Iterator[bytes]:
+        """The body: the role chunk, then ``item`` (the run's first event) and what follows."""
         events = self.events
         streams.add(events)
         try:
             yield self.framer.choice({"role": "assistant"})
-            item = first
             while True:
                 frames, done = self._batch(item)
                 if frames:
