@@ -185,8 +185,12 @@ class _Stream:
             yield self.framer.choice({"role": "assistant"})
             while True:
                 frames, done = self._batch(item)
+                # Nothing of a batch stays referenced during the wait for the next one: a held
+                # stream spends its life waiting.
+                del item
                 if frames:
                     yield frames
+                del frames
                 if done:
                     return
                 # The wait is here, not in a nested generator: every generator between the
