@@ -66,12 +66,30 @@ class _UpstreamResponse(http.client.HTTPResponse):
         super().__init__(_ReadBufferSize(sock), *args, **kwargs)  # type: ignore[arg-type]
 
 
+def _without_parsed_copy(response: urllib3.HTTPResponse) -> urllib3.HTTPResponse:
+    """Drop http.client's parse of the response headers once urllib3 has copied them.
+
+    urllib3 reads them from ``response.headers``; http.client's copy (an email ``Message``, a
+    few KB for a real provider's twenty-odd headers) would stay as long as the body is read.
+    """
+    original = getattr(response, "_original_response", None)
+    if original is not None:
+        original.msg = original.headers = None
+    return response
+
+
 class _HTTPConnection(HTTPConnection):
     response_class = _UpstreamResponse
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
+        return _without_parsed_copy(super().getresponse())
 
 
 class _HTTPSConnection(HTTPSConnection):
     response_class = _UpstreamResponse
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
+        return _without_parsed_copy(super().getresponse())
 
 
 class _HTTPConnectionPool(HTTPConnectionPool):
