@@ -66,6 +66,31 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Pieces:
+    """Text that arrives a delta at a time, joined as it grows.
+
+    A list of one str per delta costs ~60 bytes a token (object header and list slot) for as
+    long as the run lasts; a reply streamed to a held connection would keep thousands. The
+    small pieces at the end are merged like a binary counter: O(log n) pieces, and each
+    character is copied O(log n) times.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def append(self, piece: str) -> None:
+        parts = self._parts
+        parts.append(piece)
+        while len(parts) > 1 and len(parts[-2]) <= len(parts[-1]):
+            last = parts.pop()
+            parts[-1] += last
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
 class _Call:
     """One tool call of a round, accumulated from its deltas."""
 
@@ -74,7 +99,7 @@ class _Call:
     def __init__(self, call_id: str, name: str) -> None:
         self.id = call_id
         self.name = name
-        self.arguments: list[str] = []
+        self.arguments = _Pieces()
         self.client_index: int | None = None  # set once streamed to the caller as a client call
 
 
@@ -99,7 +124,7 @@ class _Round:
     __slots__ = ("text", "calls", "finish", "usage", "client_calls")
 
     def __init__(self) -> None:
-        self.text: list[str] = []
+        self.text = _Pieces()
         self.calls: dict[int, _Call] = {}
         self.finish = "stop"
         self.usage = Usage()
@@ -108,7 +133,7 @@ class _Round:
     def tool_calls(self) -> list[ToolCall]:
         """Every named call in upstream order (nameless fragments are dropped)."""
         return [
-            ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments))
+            ToolCall(call.id or f"call_{index}", call.name, call.arguments.text())
             for index, call in sorted(self.calls.items())
             if call.name
         ]
@@ -136,7 +161,7 @@ def _on_tool_delta(run: _Run, out: _Round, event: ToolCallDelta) -> None:
                     "index": call.client_index,
                     "id": call.id or f"call_{event.index}",
                     "name": call.name,
-                    "arguments": "".join(call.arguments),
+                    "arguments": call.arguments.text(),
                 },
             )
         )
@@ -242,7 +267,7 @@ def _loop(
     while True:
         round_, position = _call_with_fallbacks(chain, position, call, providers, run)
         run.usage.add(round_.usage)
-        text = "".join(round_.text)
+        text = round_.text.text()
         run.text.append(text)
         calls = round_.tool_calls()
         agent_calls = [c for c in calls if c.name in run.agent_tools]

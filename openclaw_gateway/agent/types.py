@@ -189,18 +189,17 @@ class CancelToken:
             except Exception:  # noqa: BLE001 - closing a dead socket may fail; the run stops anyway
                 pass
 
-    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Run ``callback`` when cancelled (at once if already); return a function that forgets it."""
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when cancelled (at once if already); ``forget`` it when done."""
         if self._event.is_set():
             callback()
-            return lambda: None
+            return
         self._callbacks.append(callback)
 
-        def forget() -> None:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
-
-        return forget
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Drop a callback given to ``on_cancel`` (an equal bound method will do)."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)

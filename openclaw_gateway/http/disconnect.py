@@ -47,10 +47,6 @@ class DisconnectWatch:
             watcher.stop()
             watcher.close()
 
-    def kill(self, block: bool = False) -> None:
-        """Alias of ``stop`` (this was a greenlet once)."""
-        self.stop()
-
 
 def watch_disconnect(
     environ: Mapping[str, Any], on_disconnect: Callable[[], None]

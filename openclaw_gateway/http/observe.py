@@ -68,11 +68,26 @@ class _EnvironHeaders:
 
 
 class _Observed:
-    """The response body, unchanged, with the observation run when the server closes it."""
+    """The response body, unchanged, with the observation run when the server closes it.
 
-    def __init__(self, body: Iterable[bytes], finish: Callable[[], None]) -> None:
+    Slots, not a closure: for a stream it lives as long as the stream.
+    """
+
+    __slots__ = ("_body", "_observer", "_environ", "_fields", "_started")
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        observer: RequestObserver,
+        environ: dict[str, Any],
+        fields: dict[str, Any],
+        started: float,
+    ) -> None:
         self._body = body
-        self._finish = finish
+        self._observer = observer
+        self._environ = environ
+        self._fields = fields
+        self._started = started
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
@@ -83,7 +98,7 @@ class _Observed:
             if close is not None:
                 close()
         finally:
-            self._finish()
+            self._observer.finish(self._environ, self._fields, self._started)
 
 
 class RequestObserver:
@@ -116,18 +131,19 @@ class RequestObserver:
             headers = [*headers, *SECURITY_HEADERS, ("X-Request-ID", rid)]
             return start_response(_STATUS_LINES.get(code, status), headers, exc_info)
 
-        def finish() -> None:
-            self._finish(environ, fields, time.perf_counter() - started)
-
         try:
             body = self.app(environ, observed_start)
         except BaseException:
-            finish()
+            self.finish(environ, fields, started)
             raise
         if environ.get("wsgi.websocket") is not None:
-            finish()  # the app returns when the socket closes, and the server never closes body
+            # The app returns when the socket closes, and the server never closes body.
+            self.finish(environ, fields, started)
             return body
-        return _Observed(body, finish)
+        return _Observed(body, self, environ, fields, started)
+
+    def finish(self, environ: dict[str, Any], fields: dict[str, Any], started: float) -> None:
+        self._finish(environ, fields, time.perf_counter() - started)
 
     def _finish(self, environ: dict[str, Any], fields: dict[str, Any], seconds: float) -> None:
         status = fields.pop("status", 500)

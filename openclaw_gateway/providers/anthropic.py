@@ -198,8 +198,12 @@ class AnthropicProvider:
             cancel=cancel,
             secret=self.settings.api_key,
             read_sse=_read_sse,
-            read_json=lambda raw: _events_from_message(_json(raw)),
+            read_json=_read_json,
         )
+
+
+def _read_json(raw: bytes) -> Iterator[ProviderEvent]:
+    return _events_from_message(_json(raw))
 
 
 def _json(data: str | bytes) -> dict[str, Any]:

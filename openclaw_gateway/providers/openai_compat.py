@@ -98,8 +98,12 @@ class OpenAICompatProvider:
             cancel=cancel,
             secret=self.settings.api_key,
             read_sse=_read_sse,
-            read_json=lambda raw: _events_from_completion(_json(raw)),
+            read_json=_read_json,
         )
+
+
+def _read_json(raw: bytes) -> Iterator[ProviderEvent]:
+    return _events_from_completion(_json(raw))
 
 
 def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from typing import Any
 
 import gevent
 import urllib3
 from sseclient import Event, SSEClient
-from urllib3.connectionpool import HTTPConnectionPool
+from urllib3 import Retry
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -34,11 +37,75 @@ SseReader = Callable[[Iterator[Event]], Generator[ProviderEvent, None, bool]]
 JsonReader = Callable[[bytes], Iterator[ProviderEvent]]
 
 ERROR_BODY_LIMIT = 64 * 1024
+# Passed to every request: ``retries=False`` would build a Retry object per request, and the
+# response keeps it for as long as the body is read (the whole stream). Retry is immutable.
+_NO_RETRIES = Retry(total=False, redirect=False)
+
+
+# The buffer http.client reads an upstream response through (its default is 8 KiB). SSE
+# events are a few hundred bytes and a body larger than the buffer is read straight into
+# place, so 1 KiB costs a burst of events a few more recv calls, while every held stream
+# keeps its buffer for as long as it is open.
+UPSTREAM_READ_BUFFER = 1024
+
+
+class _ReadBufferSize:
+    """The socket as ``http.client.HTTPResponse`` sees it: its ``makefile`` sets the buffer."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str) -> Any:
+        return self._sock.makefile(mode, UPSTREAM_READ_BUFFER)
+
+
+class _UpstreamResponse(http.client.HTTPResponse):
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_ReadBufferSize(sock), *args, **kwargs)  # type: ignore[arg-type]
+
+
+def _without_parsed_copy(response: urllib3.HTTPResponse) -> urllib3.HTTPResponse:
+    """Drop http.client's parse of the response headers once urllib3 has copied them.
+
+    urllib3 reads them from ``response.headers``; http.client's copy (an email ``Message``, a
+    few KB for a real provider's twenty-odd headers) would stay as long as the body is read.
+    """
+    original = getattr(response, "_original_response", None)
+    if original is not None:
+        original.msg = original.headers = None
+    return response
+
+
+class _HTTPConnection(HTTPConnection):
+    response_class = _UpstreamResponse
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
+        return _without_parsed_copy(super().getresponse())
+
+
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _UpstreamResponse
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
+        return _without_parsed_copy(super().getresponse())
+
+
+class _HTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 def new_pool(maxsize: int = 256) -> urllib3.PoolManager:
-    """One pool per process: non-blocking (a burst opens extra connections), retries off."""
-    return urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
+    """One pool per process: non-blocking (a burst opens extra connections), retries off,
+    responses read through ``UPSTREAM_READ_BUFFER``."""
+    pool = urllib3.PoolManager(num_pools=32, maxsize=maxsize, block=False, retries=False)
+    pool.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+    return pool
 
 
 class Endpoint:
@@ -85,10 +152,18 @@ class SSEEvents(SSEClient):
 
 
 def body_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    """Yield the body as it arrives (``stream()`` would wait for a full buffer on plain bodies)."""
+    """Yield the body as it arrives (``stream()`` would wait for a full buffer on plain bodies).
+
+    A chunked body is urllib3's own generator, not wrapped in another: a run waiting for the
+    upstream is parked below every generator on the way, and each costs its greenlet ~0.4 KB
+    of saved C stack for as long as the stream is held.
+    """
     if response.chunked and response.supports_chunked_reads():  # type: ignore[attr-defined]
-        yield from response.read_chunked(decode_content=True)  # type: ignore[attr-defined]
-        return
+        return response.read_chunked(decode_content=True)  # type: ignore[attr-defined,no-any-return]
+    return _plain_chunks(response)
+
+
+def _plain_chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     while True:
         data = response.read1(65536)
         if not data:
@@ -139,32 +214,40 @@ def read_error_message(response: urllib3.BaseHTTPResponse, *, secret: str) -> st
     return text[:300]
 
 
-@contextmanager
-def interrupt_on_cancel(cancel: CancelToken) -> Iterator[None]:
+class InterruptOnCancel:
     """While the block runs, a cancel raises ``RunCancelled`` in it, even inside a blocked read.
 
     The upstream connection then closes at once (urllib3 discards a connection whose request
     raised), so the upstream sees the client's disconnect instead of finishing a dead run.
+    A slotted object rather than a ``@contextmanager`` with closures: it lives as long as the
+    upstream response, which for a held stream is the whole stream.
     """
-    run = gevent.getcurrent()
-    active = True
 
-    def throw() -> None:
-        if active and not run.dead:
-            run.throw(RunCancelled())
+    __slots__ = ("_cancel", "_run", "_active")
 
-    def on_cancel() -> None:
-        if gevent.getcurrent() is not run:
-            gevent.get_hub().loop.run_callback(throw)
+    def __init__(self, cancel: CancelToken) -> None:
+        self._cancel = cancel
+        self._run = gevent.getcurrent()
+        self._active = False
 
-    forget = cancel.on_cancel(on_cancel)
-    try:
-        if cancel.is_set():
+    def __enter__(self) -> None:
+        self._active = True
+        self._cancel.on_cancel(self._on_cancel)
+        if self._cancel.is_set():
+            self.__exit__()
             raise RunCancelled()
-        yield
-    finally:
-        active = False
-        forget()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._active = False
+        self._cancel.forget(self._on_cancel)
+
+    def _on_cancel(self) -> None:
+        if gevent.getcurrent() is not self._run:
+            gevent.get_hub().loop.run_callback(self._throw)
+
+    def _throw(self) -> None:
+        if self._active and not self._run.dead:
+            self._run.throw(RunCancelled())
 
 
 def status_error(response: urllib3.BaseHTTPResponse, *, secret: str) -> UpstreamError:
@@ -213,7 +296,7 @@ def stream_post(
     response = None
     chunks: Iterator[bytes] | None = None
     finished = False
-    with interrupt_on_cancel(cancel):
+    with InterruptOnCancel(cancel):
         try:
             response = endpoint.pool().urlopen(
                 "POST",
@@ -221,11 +304,14 @@ def stream_post(
                 body=body,
                 headers=headers,
                 preload_content=False,
-                retries=False,
+                retries=_NO_RETRIES,
                 redirect=False,
                 assert_same_host=False,
                 timeout=timeout,
             )
+            # Sent: the request body (the whole conversation) need not live as long as the
+            # stream does.
+            del body
             if response.status >= 400:
                 raise status_error(response, secret=secret)
             if "text/event-stream" not in response.headers.get("content-type", ""):
