@@ -26,6 +26,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from ..agent.types import AgentRunRequest
 from ..runtime import Gateway
+from .protocol import header
 
 FIELDS_KEY = "openclaw.log"
 StartResponse = Callable[..., Any]
@@ -63,7 +64,7 @@ class _EnvironHeaders:
         self.environ = environ
 
     def get(self, name: str, default: str = "") -> str:
-        value = self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+        value = header(self.environ, name)
         return default if value is None else value
 
 

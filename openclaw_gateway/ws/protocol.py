@@ -173,17 +173,6 @@ _KINDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    for name in ("string", "integer", "number", "object", "array"):
-        if isinstance(value, _KINDS[name]):
-            return name
-    return type(value).__name__
-
-
 class Params:
     """A closed params object: every key must be declared; read values by kind.
 
