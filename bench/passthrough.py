@@ -1,8 +1,11 @@
 """The bare passthrough baseline: what Flask + gunicorn(gevent) + pooled urllib3 cost, and nothing else.
 
-One route forwards the request body to ``$BENCH_UPSTREAM_URL`` with the gateway's own pool (same
-settings, ``new_pool()``) and returns the upstream's answer: its JSON body, or its event stream
-relayed chunk by chunk. No auth, no parsing, no sessions. Run it under the gateway's worker class:
+One route forwards the request body to ``$BENCH_UPSTREAM_URL`` with a ``urllib3.PoolManager`` as
+urllib3 ships it, set up as the gateway sets up its pool (non-blocking, 256 connections per
+host, retries off), and returns the upstream's answer: its JSON body, or its event stream relayed
+chunk by chunk. No auth, no parsing, no sessions. The gateway's own connection classes (its
+header parse, its dropped-connection check, its read buffers) are the gateway's work, so the
+baseline does not get them. Run it under the gateway's worker class:
 
     gunicorn -k openclaw_gateway.server.GatewayWorker bench.passthrough:app
 """
@@ -12,14 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import urllib3
 from flask import Flask, Response, request
 
-from openclaw_gateway.providers.transport import body_chunks, new_pool
+from openclaw_gateway.providers.transport import body_chunks
 
 UPSTREAM_URL = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8000/v1/chat/completions")
 HEADERS = {"Content-Type": "application/json"}
 
-pool = new_pool()
+pool = urllib3.PoolManager(num_pools=32, maxsize=256, block=False, retries=False)
 app = Flask(__name__)
 
 

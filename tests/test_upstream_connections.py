@@ -81,3 +81,90 @@ def test_an_endpoint_keeps_its_pool_and_replaces_a_closed_one():
     second = endpoint.pool()
     assert second is not first and second.pool is not None
     assert (second.host, second.port) == ("127.0.0.1", 9)
+
+
+HEADER_BLOCKS = [
+    b"Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"content-length: 12\r\nX-Empty:\r\nX-Spaces:  \t padded value \t\r\nSet-Cookie: a=1\r\n"
+    b"Set-Cookie: b=2\r\n\r\n",
+    b"X-Unicode: caf\xc3\xa9\r\nX-Colon: a:b:c\r\n\n",
+    # Not plain: folded continuation lines, a space before the colon, a line with no colon.
+    b"X-Folded: first\r\n  second\r\nX-After: 1\r\n\r\n",
+    b"Bad Name: v\r\nX-Ok: 1\r\n\r\n",
+    b"no colon here\r\nX-Ok: 1\r\n\r\n",
+    b"\r\n",
+    b"",
+]
+
+
+def test_upstream_headers_are_read_as_http_client_reads_them():
+    import http.client
+    import io
+
+    from openclaw_gateway.providers.transport import read_headers
+
+    for block in HEADER_BLOCKS:
+        tail = b"body bytes" if block else b""  # (no blank line: nothing is body)
+        expected_fp, fp = io.BytesIO(block + tail), io.BytesIO(block + tail)
+        expected = http.client.parse_headers(expected_fp)
+        got = read_headers(fp)
+        assert isinstance(got, http.client.HTTPMessage)
+        assert got.items() == expected.items(), block
+        assert got.get("content-length") == expected.get("content-length")
+        assert fp.read() == expected_fp.read() == tail  # the body is left where it was
+
+
+def test_upstream_header_limits_are_http_clients():
+    import http.client
+    import io
+
+    import pytest
+
+    from openclaw_gateway.providers.transport import read_headers
+
+    with pytest.raises(http.client.LineTooLong):
+        read_headers(io.BytesIO(b"X-Long: " + b"a" * 70000 + b"\r\n\r\n"))
+    with pytest.raises(http.client.HTTPException, match="more than 100 headers"):
+        read_headers(io.BytesIO(b"X-Many: 1\r\n" * 101 + b"\r\n"))
+
+
+def test_a_pooled_connection_the_upstream_closed_is_replaced_not_reused():
+    """The pool's dropped-connection check (a zero-timeout poll of the idle socket): a
+    connection the server closed after its response is noticed before the next request, which
+    goes out on a new connection instead of failing on the dead one (retries are off)."""
+    import threading
+
+    from openclaw_gateway.providers.transport import new_pool
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+    closed = threading.Semaphore(0)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            # Keep-alive as far as the client can tell, then the server hangs up anyway.
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.close()
+            closed.release()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    pool = new_pool()
+    try:
+        for _ in range(3):
+            response = pool.request("GET", f"http://127.0.0.1:{port}/", retries=False)
+            assert (response.status, response.data) == (200, b"ok")
+            assert closed.acquire(timeout=5)
+        assert len(accepted) == 3
+    finally:
+        pool.clear()
+        listener.close()

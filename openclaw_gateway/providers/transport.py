@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import email.parser
 import http.client
 import json
+import re
+import select
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import gevent
+import gevent.monkey
 import urllib3
 from sseclient import Event, SSEClient
 from urllib3 import Retry
@@ -61,9 +65,97 @@ class _ReadBufferSize:
         return self._sock.makefile(mode, UPSTREAM_READ_BUFFER)
 
 
+# A header line the fast parse takes as is: a token, a colon, a value, no folding. Anything
+# else (obsolete line folding, odd names) goes to the stdlib's email parser, as before.
+_PLAIN_HEADER = re.compile(rb"[!-9;-~]+:[^\r\n]*\r?\n\Z")
+# http.client's limits on a response's header lines.
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
+
+
+def _header_lines(fp: Any) -> list[bytes]:
+    """The header lines up to and including the blank one, within http.client's limits."""
+    lines = []
+    while True:
+        line = fp.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise http.client.LineTooLong("header line")
+        lines.append(line)
+        if len(lines) > MAX_HEADERS:
+            raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
+        if line in (b"\r\n", b"\n", b""):
+            return lines
+
+
+def read_headers(fp: Any) -> http.client.HTTPMessage:
+    """The response headers as ``http.client.parse_headers`` returns them, ~4x cheaper.
+
+    The stdlib runs every response's headers through the ``email`` package's feed parser
+    (~18 us for three headers, ~60 us for a real provider's twenty); plain ``Name: value``
+    lines need a split each.
+    """
+    lines = _header_lines(fp)
+    message = http.client.HTTPMessage()
+    for line in lines:
+        if line in (b"\r\n", b"\n", b""):
+            break
+        if _PLAIN_HEADER.match(line) is None:
+            text = b"".join(lines).decode("iso-8859-1")
+            return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)  # type: ignore[return-value]
+        name, _, value = line.decode("iso-8859-1").partition(":")
+        message[name] = value.lstrip(" \t").rstrip("\r\n")
+    return message
+
+
 class _UpstreamResponse(http.client.HTTPResponse):
+    """http.client's response read through ``UPSTREAM_READ_BUFFER``, headers by ``read_headers``.
+
+    ``begin`` does what the stdlib's (3.11) does, but for the header parse.
+    """
+
     def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(_ReadBufferSize(sock), *args, **kwargs)  # type: ignore[arg-type]
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()  # type: ignore[attr-defined]
+            if status != http.client.CONTINUE:
+                break
+            _header_lines(self.fp)  # a 100 Continue's headers
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = read_headers(self.fp)
+        transfer_encoding = self.headers.get("transfer-encoding")
+        if transfer_encoding and transfer_encoding.lower() == "chunked":
+            self.chunked = True
+            self.chunk_left = None
+        else:
+            self.chunked = False
+        self.will_close = self._check_close()  # type: ignore[attr-defined]
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:
+                    self.length = None
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200:
+            self.length = 0
+        if self._method == "HEAD":  # type: ignore[attr-defined]
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
 
 
 def _without_parsed_copy(response: urllib3.HTTPResponse) -> urllib3.HTTPResponse:
@@ -78,8 +170,25 @@ def _without_parsed_copy(response: urllib3.HTTPResponse) -> urllib3.HTTPResponse
     return response
 
 
+# The unpatched poll: a zero-timeout check is one syscall, where gevent's poll starts a watcher,
+# switches to the hub for a loop iteration and is woken by a Timeout thrown into the greenlet.
+_poll = gevent.monkey.get_original("select", "poll")
+
+
+def _is_connected(connection: HTTPConnection) -> bool:
+    """urllib3's check before it reuses a pooled connection, without a trip through the hub:
+    a socket that is readable while idle (EOF, or bytes nobody asked for) is dropped."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    poller = _poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return not poller.poll(0)
+
+
 class _HTTPConnection(HTTPConnection):
     response_class = _UpstreamResponse
+    is_connected = property(_is_connected)  # type: ignore[assignment]
 
     def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
         return _without_parsed_copy(super().getresponse())
@@ -87,6 +196,7 @@ class _HTTPConnection(HTTPConnection):
 
 class _HTTPSConnection(HTTPSConnection):
     response_class = _UpstreamResponse
+    is_connected = property(_is_connected)  # type: ignore[assignment]
 
     def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
         return _without_parsed_copy(super().getresponse())
