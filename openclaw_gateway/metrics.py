@@ -4,11 +4,19 @@ Under gunicorn, ``gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fr
 before the workers fork, so every worker writes its figures to files there and a scrape on any
 worker adds them up (gauges of live figures use ``livesum``: a dead worker's streams are gone).
 Without that directory (``python app.py``, unit tests) the figures are this process's own.
+
+The per-request figures (requests, latency, runs, tokens) are kept as plain counts and added to
+the Prometheus values once a second (and before every scrape and at exit): in multiprocess
+mode every increment is a lock, a ``getpid`` and an mmap write, six of them per chat request.
+A scrape on another worker sees this one's figures at most ``FLUSH_SECONDS`` late.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import atexit
+import threading
+import time
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -18,6 +26,7 @@ from .agent.types import Usage
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Chat runs take seconds; probes take microseconds: buckets cover both ends.
 _LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+FLUSH_SECONDS = 1.0
 
 
 class Metrics:
@@ -73,43 +82,85 @@ class Metrics:
             registry=registry,
         )
 
-        # ``labels()`` validates and looks up its arguments on every call (a lock, a tuple, a
-        # dict): the children of the per-request metrics are kept here instead. Their label
-        # values are few (routes, statuses, outcomes), so these never grow large.
-        self._request_counts: dict[tuple[str, int], Any] = {}
-        self._latencies: dict[str, Any] = {}
-        self._runs: dict[str, Any] = {}
-        self._prompt_tokens = self.tokens.labels("prompt")
-        self._completion_tokens = self.tokens.labels("completion")
+        # Counts since the last flush. Recording and flushing never yield to another greenlet,
+        # and the lock keeps them apart where real threads share a process (CLI, unit tests).
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, int], int] = {}
+        # Per route: [sum of seconds, count per bucket (the last one is +Inf)].
+        self._latencies: dict[str, list[float]] = {}
+        self._runs: dict[str, int] = {}
+        self._tokens = [0, 0]  # prompt, completion
+        self._flusher: threading.Thread | None = None
 
     def count_request(self, route: str, status: int, seconds: float) -> None:
         """One answered HTTP request: its route (the URL rule, or ``other``), status, duration."""
-        counter = self._request_counts.get((route, status))
-        if counter is None:
-            counter = self._request_counts[(route, status)] = self.requests.labels(
-                route, str(status)
-            )
-        counter.inc()
-        latency = self._latencies.get(route)
-        if latency is None:
-            latency = self._latencies[route] = self.latency.labels(route)
-        latency.observe(seconds)
+        with self._lock:
+            key = (route, status)
+            self._requests[key] = self._requests.get(key, 0) + 1
+            latency = self._latencies.get(route)
+            if latency is None:
+                latency = self._latencies[route] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
+            latency[0] += seconds
+            # Prometheus counts an observation in the first bucket whose bound is >= it.
+            latency[1 + bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        if self._flusher is None:
+            self._start_flusher()
 
     def count_run(self, outcome: str) -> None:
         """One agent run ended (or was refused): ``ok``, ``error``, ``cancelled``, ``refused``."""
-        counter = self._runs.get(outcome)
-        if counter is None:
-            counter = self._runs[outcome] = self.runs.labels(outcome)
-        counter.inc()
+        with self._lock:
+            self._runs[outcome] = self._runs.get(outcome, 0) + 1
+        if self._flusher is None:
+            self._start_flusher()
 
     def count_tokens(self, usage: Usage) -> None:
-        if usage.prompt_tokens:
-            self._prompt_tokens.inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            self._completion_tokens.inc(usage.completion_tokens)
+        with self._lock:
+            self._tokens[0] += usage.prompt_tokens
+            self._tokens[1] += usage.completion_tokens
+
+    def flush(self) -> None:
+        """Add the counts since the last flush to the Prometheus values."""
+        with self._lock:
+            requests, self._requests = self._requests, {}
+            latencies, self._latencies = self._latencies, {}
+            runs, self._runs = self._runs, {}
+            tokens, self._tokens = self._tokens, [0, 0]
+        for (route, status), count in requests.items():
+            self.requests.labels(route, str(status)).inc(count)
+        for route, (total, *buckets) in latencies.items():
+            # A histogram child has no public "add n observations"; its values are these two
+            # (prometheus-client is pinned; test_metrics_latency_buckets_match guards them).
+            child = self.latency.labels(route)
+            child._sum.inc(total)
+            for bucket, observed in zip(child._buckets, buckets, strict=True):
+                if observed:
+                    bucket.inc(observed)
+        for outcome, runs_ended in runs.items():
+            self.runs.labels(outcome).inc(runs_ended)
+        for kind, reported in zip(("prompt", "completion"), tokens, strict=True):
+            if reported:
+                self.tokens.labels(kind).inc(reported)
+
+    def _start_flusher(self) -> None:
+        # Started by the first figure, i.e. in the worker (after the fork and gevent's patching),
+        # as a thread: a greenlet under gevent, and metrics.py stays free of gevent.
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(
+                target=self._flush_every, name="metrics-flush", daemon=True
+            )
+        self._flusher.start()
+        atexit.register(self.flush)
+
+    def _flush_every(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
 
     def exposition(self) -> bytes:
         """The Prometheus text format, summed over every worker in multiprocess mode."""
+        self.flush()
         if self._registry is not None:
             return generate_latest(self._registry)
         registry = CollectorRegistry()

@@ -24,6 +24,19 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: ``json.loads`` with hooks builds a decoder (and its C scanner) on every call.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def _loads(data: bytes | str) -> Any:
+    """``json.loads(data, parse_float=..., parse_constant=...)``, with the decoder built once."""
+    if isinstance(data, (bytes, bytearray)):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    elif data.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+    return _DECODER.decode(data)
+
+
 def decode_json(data: bytes | str) -> Any:
     """Parse client JSON; raise ``ValueError`` with a reason fit to show the client.
 
@@ -34,7 +47,7 @@ def decode_json(data: bytes | str) -> Any:
     frames, the transcript), is refused here rather than failing mid-run.
     """
     try:
-        value = json.loads(data, parse_float=_finite_float, parse_constant=_refuse_constant)
+        value = _loads(data)
     except RecursionError:
         raise ValueError("nested too deeply.") from None
     maybe = (

@@ -37,6 +37,7 @@ SECURITY_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
     ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
 )
+_encode_line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Werkzeug upper-cases the reason phrase ("400 BAD REQUEST"); OpenClaw (Node) sends the
 # registered one ("400 Bad Request"), which is what clients print in their errors.
@@ -167,7 +168,7 @@ class RequestObserver:
             "pid": self._pid,  # which worker: figures per worker add up in /metrics
         }
         line.update(fields)
-        self.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        self.write(_encode_line(line).encode() + b"\n")
 
 
 _digest_keys: dict[str, bytes] = {}

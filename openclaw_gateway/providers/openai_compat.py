@@ -28,6 +28,9 @@ from ..agent.types import (
 from ..config import ProviderSettings
 from .transport import Endpoint, stream_post
 
+# Built once (``json.dumps`` with options builds an encoder per call).
+_encode_body = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 def _content(message: Message) -> Any:
     if not message.images:
@@ -87,7 +90,7 @@ class OpenAICompatProvider:
             body["tools"] = call.tools
             if call.tool_choice is not None:
                 body["tool_choice"] = call.tool_choice
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return _encode_body(body).encode()
 
     def stream(self, call: ProviderCall, cancel: CancelToken) -> Iterator[ProviderEvent]:
         return stream_post(
