@@ -168,3 +168,73 @@ def test_a_pooled_connection_the_upstream_closed_is_replaced_not_reused():
     finally:
         pool.clear()
         listener.close()
+
+
+class _CountingSocket:
+    """A connected socket that records the size of each ``sendall``."""
+
+    def __init__(self, sock: socket.socket, sends: list[int]) -> None:
+        self._sock = sock
+        self._sends = sends
+
+    def sendall(self, data: bytes) -> None:
+        self._sends.append(len(data))
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+def test_a_request_head_and_small_body_leave_in_one_send():
+    """http.client sends the head, then the body; the gateway's connections send both at once
+    (one syscall, one TCP segment to the upstream) unless together they pass ONE_SEND_LIMIT."""
+    import threading
+
+    from openclaw_gateway.providers.transport import ONE_SEND_LIMIT, new_pool
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(
+                        b"Content-Length", b"0"
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                received.append(body)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    threading.Thread(target=serve, daemon=True).start()
+    pool = new_pool()
+    sends: list[int] = []
+    try:
+        http_pool = pool.connection_from_url(f"http://127.0.0.1:{port}/")
+        conn = http_pool._get_conn()
+        conn.connect()
+        conn.sock = _CountingSocket(conn.sock, sends)
+        http_pool._put_conn(conn)
+        for body in (b'{"small":1}', None, b"x" * ONE_SEND_LIMIT):
+            sends.clear()
+            response = http_pool.urlopen("POST", "/", body=body, retries=False)
+            assert (response.status, response.data) == (200, b"ok")
+            assert received[-1] == (body or b"")
+            if body is None or len(body) < ONE_SEND_LIMIT // 2:
+                assert len(sends) == 1  # head (+ body) in one send
+            else:
+                assert len(sends) == 2 and sends[1] == len(body)
+    finally:
+        pool.clear()
+        listener.close()

@@ -186,20 +186,53 @@ def _is_connected(connection: HTTPConnection) -> bool:
     return not poller.poll(0)
 
 
-class _HTTPConnection(HTTPConnection):
+# A request whose head and body together are at most this big leaves in one send.
+ONE_SEND_LIMIT = 64 * 1024
+
+
+class _GatewayConnection:
+    """What the gateway's upstream connections do beyond urllib3's: the dropped-connection
+    check above, http.client's parsed copy of the headers dropped, and the request's head and
+    body sent together (http.client sends the head, then the body: two sends and two trips
+    through gevent's ``sendall`` where one does)."""
+
+    _hold = False
+    _head: bytes | None = None
+
+    is_connected = property(_is_connected)
+
+    def getresponse(self) -> urllib3.HTTPResponse:
+        return _without_parsed_copy(super().getresponse())  # type: ignore[misc]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._hold = True
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            head, self._head, self._hold = self._head, None, False
+        if head is not None:  # a request without a body
+            super().send(head)  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        if self._hold:
+            if self._head is None and isinstance(data, bytes):
+                self._head = data  # the head, from endheaders(): wait for the body
+                return
+            head, self._head, self._hold = self._head, None, False
+            if head is not None:
+                if isinstance(data, bytes) and len(head) + len(data) <= ONE_SEND_LIMIT:
+                    data = head + data
+                else:
+                    super().send(head)  # type: ignore[misc]
+        super().send(data)  # type: ignore[misc]
+
+
+class _HTTPConnection(_GatewayConnection, HTTPConnection):  # type: ignore[misc]  # as urllib3
     response_class = _UpstreamResponse
-    is_connected = property(_is_connected)  # type: ignore[assignment]
-
-    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
-        return _without_parsed_copy(super().getresponse())
 
 
-class _HTTPSConnection(HTTPSConnection):
+class _HTTPSConnection(_GatewayConnection, HTTPSConnection):  # type: ignore[misc]  # as urllib3
     response_class = _UpstreamResponse
-    is_connected = property(_is_connected)  # type: ignore[assignment]
-
-    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3
-        return _without_parsed_copy(super().getresponse())
 
 
 class _HTTPConnectionPool(HTTPConnectionPool):
