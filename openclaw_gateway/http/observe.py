@@ -181,7 +181,7 @@ def session_digest(runtime: Gateway, session_key: str) -> str:
     if key is None:
         material = b"openclaw-log\0" + secret.encode("utf-8", "surrogatepass")
         key = _digest_keys[secret] = hashlib.sha256(material).digest()
-    return hmac.new(key, session_key.encode(), hashlib.sha256).hexdigest()[:16]
+    return hmac.digest(key, session_key.encode(), "sha256").hex()[:16]
 
 
 def note_request(environ: dict[str, Any], route: str, client_ip: str) -> None:

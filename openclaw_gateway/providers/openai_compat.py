@@ -110,15 +110,46 @@ def _read_json(raw: bytes) -> Iterator[ProviderEvent]:
 
 
 def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
+    """The events of a streamed completion; True once it ended with ``[DONE]`` or a finish.
+
+    One loop, no generator per chunk: most chunks carry one content delta and nothing else.
+    A chunk of the wrong shape (a choice that is not an object, say) raises ``AttributeError``
+    or ``TypeError``, which ``stream_post`` answers as the upstream's fault.
+    """
     finished = False
     for event in events:
-        if event.data == "[DONE]":
+        data = event.data
+        if data == "[DONE]":
             return True
-        for item in _events_from_chunk(_json(event.data)):
-            if isinstance(item, Finish):
+        chunk = _json(data)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if text:
+                    yield TextDelta(text)
+                calls = delta.get("tool_calls")
+                if calls:
+                    yield from _tool_call_deltas(calls)
+            reason = choice.get("finish_reason")
+            if reason:
                 finished = True
-            yield item
+                yield Finish(reason)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            yield _usage(usage)
     return finished
+
+
+def _tool_call_deltas(calls: list[dict[str, Any]]) -> Iterator[ToolCallDelta]:
+    for call in calls:
+        function = call.get("function") or {}
+        yield ToolCallDelta(
+            index=int(call.get("index", 0)),
+            id=call.get("id"),
+            name=function.get("name"),
+            arguments=function.get("arguments") or "",
+        )
 
 
 def _json(data: str | bytes) -> dict[str, Any]:
@@ -133,36 +164,13 @@ def _json(data: str | bytes) -> dict[str, Any]:
     return value
 
 
-def _usage(raw: Any) -> UsageReport | None:
-    if not isinstance(raw, dict):
-        return None
+def _usage(raw: dict[str, Any]) -> UsageReport:
     return UsageReport(
         Usage(
             prompt_tokens=int(raw.get("prompt_tokens") or 0),
             completion_tokens=int(raw.get("completion_tokens") or 0),
         )
     )
-
-
-def _events_from_chunk(chunk: dict[str, Any]) -> Iterator[ProviderEvent]:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        text = delta.get("content")
-        if text:
-            yield TextDelta(text)
-        for call in delta.get("tool_calls") or ():
-            function = call.get("function") or {}
-            yield ToolCallDelta(
-                index=int(call.get("index", 0)),
-                id=call.get("id"),
-                name=function.get("name"),
-                arguments=function.get("arguments") or "",
-            )
-        if choice.get("finish_reason"):
-            yield Finish(choice["finish_reason"])
-    usage = _usage(chunk.get("usage"))
-    if usage:
-        yield usage
 
 
 def _events_from_completion(body: dict[str, Any]) -> Iterator[ProviderEvent]:
@@ -175,7 +183,6 @@ def _events_from_completion(body: dict[str, Any]) -> Iterator[ProviderEvent]:
         yield ToolCallDelta(
             index, call.get("id"), function.get("name"), function.get("arguments") or ""
         )
-    usage = _usage(body.get("usage"))
-    if usage:
-        yield usage
+    if isinstance(body.get("usage"), dict):
+        yield _usage(body["usage"])
     yield Finish(choices[0].get("finish_reason") or "stop")

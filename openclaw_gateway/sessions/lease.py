@@ -9,9 +9,9 @@ the turn (``Lease.released``): one round trip each instead of two.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,7 +65,7 @@ def hold_lease(
     ``take(owner)`` replaces the store's ``_take_lease``: anything truthy means taken, and is
     kept as ``Lease.taken``.
     """
-    owner = uuid.uuid4().hex
+    owner = os.urandom(16).hex()
     deadline = time.monotonic() + wait_seconds
     delay = _FIRST_DELAY
     take = take or (lambda owner: store._take_lease(session_key, owner))
