@@ -18,8 +18,6 @@ from collections.abc import Iterator
 import urllib3
 from flask import Flask, Response, request
 
-from openclaw_gateway.providers.transport import body_chunks
-
 UPSTREAM_URL = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8000/v1/chat/completions")
 HEADERS = {"Content-Type": "application/json"}
 
@@ -45,8 +43,13 @@ def forward() -> Response:
         return Response(body, status=upstream.status, content_type=content_type)
 
     def relay() -> Iterator[bytes]:
+        # Each chunk as it arrives: urllib3's own chunked reader, else one read at a time.
         try:
-            yield from body_chunks(upstream)
+            if upstream.chunked:
+                yield from upstream.read_chunked(decode_content=True)
+            else:
+                while data := upstream.read1(65536):
+                    yield data
         finally:
             upstream.release_conn()
 

@@ -238,3 +238,78 @@ def test_a_request_head_and_small_body_leave_in_one_send():
     finally:
         pool.clear()
         listener.close()
+
+
+CHUNKED_BODIES = [
+    b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n",
+    b"0\r\n\r\n",
+    b"1a\r\n" + b"x" * 26 + b"\r\n0\r\n\r\n",
+]
+BROKEN_CHUNKED_BODIES = [
+    b"5\r\nhel",  # ends inside a chunk
+    b"5\r\nhello\r\n",  # ends before the next size line
+    b"zz\r\nhello\r\n0\r\n\r\n",  # not a size
+    b"-5\r\nhello\r\n0\r\n\r\n",  # a negative size
+    b"1" * 70000 + b"\r\n",  # a size line over the limit
+]
+
+
+def _chunked_response(body: bytes):
+    """A urllib3 response reading ``body`` (chunked) from a real socket; the peer then closes."""
+    import urllib3
+
+    from openclaw_gateway.providers.transport import _UpstreamResponse
+
+    ours, theirs = socket.socketpair()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    theirs.sendall(head + body)
+    theirs.close()
+    raw = _UpstreamResponse(ours, method="POST")
+    raw.begin()
+    response = urllib3.HTTPResponse(
+        body=raw,
+        headers=dict(raw.msg.items()),
+        status=raw.status,
+        preload_content=False,
+        original_response=raw,
+    )
+    return ours, response
+
+
+def _read_all(chunks) -> tuple[list[bytes], BaseException | None]:
+    got = []
+    try:
+        for chunk in chunks:
+            got.append(chunk)
+    except Exception as exc:  # noqa: BLE001 - compared below
+        return got, exc
+    return got, None
+
+
+def test_chunked_bodies_are_read_as_urllib3_reads_them():
+    """The gateway's chunked reader gives what urllib3's does, and fails where it fails, always
+    with urllib3's ProtocolError (urllib3 itself lets a negative size through as a ValueError)."""
+    from urllib3.exceptions import ProtocolError
+
+    from openclaw_gateway.providers.transport import body_chunks
+
+    for body in CHUNKED_BODIES + BROKEN_CHUNKED_BODIES:
+        sock_a, ours = _chunked_response(body)
+        sock_b, theirs = _chunked_response(body)
+        try:
+            got, error = _read_all(body_chunks(ours))
+            expected, expected_error = _read_all(theirs.read_chunked(decode_content=True))
+            assert got == expected, body[:40]
+            if body in CHUNKED_BODIES:
+                assert error is None and expected_error is None
+                # Done: the body is closed, so the connection can go back to the pool.
+                assert ours._fp.isclosed()
+            else:
+                assert isinstance(error, ProtocolError), (body[:40], error)
+                assert expected_error is not None
+        finally:
+            sock_a.close()
+            sock_b.close()
