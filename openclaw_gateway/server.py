@@ -24,6 +24,8 @@ from geventwebsocket.websocket import Header, Stream, WebSocket
 from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
 
 SOCKET_KEY = "openclaw.socket"
+# The connection's ``ClientWatch`` (one per connection, its libev watcher made on first use).
+WATCH_KEY = "openclaw.client_watch"
 # The attribute of the WSGI app the worker calls on SIGTERM (the app sets it to the runtime's
 # ``start_drain``): the worker never imports the app, it only looks for this hook.
 DRAIN_HOOK = "openclaw_start_drain"
@@ -190,13 +192,82 @@ class _SmallReadBuffer:
         super().__init__(sock, address, server, rfile)  # type: ignore[call-arg]
 
 
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+class ClientWatch:
+    """Notice a client that goes away while its request runs, without waiting for a write.
+
+    A libev read watcher on the connection's socket, not a greenlet per request (spawning one
+    and killing it again cost about as much as the rest of the request's bookkeeping). Made
+    once per connection (on the first request that asks) and started for each request that
+    asks: a keep-alive connection's requests share it.
+    """
+
+    __slots__ = ("_sock", "_watcher", "_on_disconnect")
+
+    def __init__(self, sock: socket.socket) -> None:
+        # gevent's socket would wait (switch) on EAGAIN, which the hub may not do: peek raw.
+        self._sock = getattr(sock, "_sock", sock)
+        self._watcher: Any = None
+        self._on_disconnect: Any = None
+
+    def start(self, on_disconnect: Any) -> None:
+        """Call ``on_disconnect`` (in a greenlet of its own) once the client closes its side."""
+        if self._watcher is None:
+            self._watcher = gevent.get_hub().loop.io(self._sock.fileno(), 1)
+        self._on_disconnect = on_disconnect
+        self._watcher.start(self._readable)
+
+    def stop(self) -> None:
+        """Stop watching (the request is over); safe to call more than once."""
+        self._on_disconnect = None
+        if self._watcher is not None:
+            self._watcher.stop()
+
+    def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        self._on_disconnect = None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+    def _readable(self) -> None:
+        try:
+            if self._sock.recv(1, _PEEK):
+                self.stop()  # a pipelined request, not a disconnect
+                return
+        except BlockingIOError:
+            return  # woken without data: keep watching
+        except OSError:
+            pass
+        callback = self._on_disconnect
+        self.stop()
+        if callback is not None:
+            # In a greenlet of its own: the callback may take locks or switch.
+            gevent.spawn(callback)
+
+
 class _SocketInEnviron:
     socket: Any
+    _client_watch: ClientWatch | None = None
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()  # type: ignore[misc]
         environ[SOCKET_KEY] = self.socket
+        watch = self._client_watch
+        if watch is None:
+            watch = self._client_watch = ClientWatch(self.socket)
+        environ[WATCH_KEY] = watch
         return environ  # type: ignore[no-any-return]
+
+    def handle(self) -> None:
+        try:
+            super().handle()  # type: ignore[misc]
+        finally:
+            watch, self._client_watch = self._client_watch, None
+            if watch is not None:
+                watch.close()
 
 
 class _OneLineClientErrors:

@@ -8,6 +8,10 @@ import socket
 
 from tests.conftest import TOKEN, wait_until
 
+# The test provider's read timeout is 3 s (base_config): an upstream request closed later than
+# this may have been closed by that timeout rather than by the client's leaving.
+UNDER_THE_READ_TIMEOUT = 2.0
+
 
 def _raw_request(port: int, payload: dict[str, object]) -> socket.socket:
     body = json.dumps(payload).encode()
@@ -45,7 +49,7 @@ def test_client_leaving_a_json_run_closes_the_upstream_request(gateway, upstream
     )
     wait_until(lambda: upstream.requests, what="the upstream request")
     sock.close()
-    upstream.wait_for(lambda u: u.closed_connections == 1)
+    upstream.wait_for(lambda u: u.closed_connections == 1, timeout=UNDER_THE_READ_TIMEOUT)
 
 
 def test_client_leaving_a_stream_closes_the_upstream_request(gateway, upstream):
@@ -60,7 +64,46 @@ def test_client_leaving_a_stream_closes_the_upstream_request(gateway, upstream):
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     wait_until(lambda: upstream.requests, what="the upstream request")
     sock.close()
-    upstream.wait_for(lambda u: u.closed_connections == 1)
+    upstream.wait_for(lambda u: u.closed_connections == 1, timeout=UNDER_THE_READ_TIMEOUT)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, read off a keep-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_the_disconnect_watch_serves_every_request_of_a_keep_alive_connection(gateway, upstream):
+    """The watch is made once per connection: after two answered requests on it, a client that
+    leaves during the third still cancels that run (and closes its upstream request)."""
+    sock = _raw_request(
+        gateway.port, {"model": "openclaw", "messages": [{"role": "user", "content": "one"}]}
+    )
+    assert _read_response(sock).startswith(b"HTTP/1.1 200")
+    for content in ("two", "[[upstream:stall]]"):
+        body = json.dumps({"model": "openclaw", "messages": [{"role": "user", "content": content}]})
+        sock.sendall(
+            (
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        )
+        if content == "two":
+            assert _read_response(sock).startswith(b"HTTP/1.1 200")
+    wait_until(lambda: any("stall" in json.dumps(r.body) for r in upstream.requests), what="run")
+    sock.close()
+    upstream.wait_for(lambda u: u.closed_connections == 1, timeout=UNDER_THE_READ_TIMEOUT)
 
 
 def test_an_endpoint_keeps_its_pool_and_replaces_a_closed_one():

@@ -17,7 +17,7 @@ from ..agent.types import AgentEvent, AgentRunRequest, AgentRunResult, CancelTok
 from ..routing import random_uuid
 from ..runtime import Gateway
 from .context import gateway
-from .disconnect import DisconnectWatch, watch_disconnect
+from .disconnect import ClientWatch, watch_disconnect
 from .errors import JSON_TYPE
 from .observe import note_output, note_run
 from .protocol import ChatRequest, header, parse_chat_request, parse_json, read_body
@@ -160,7 +160,7 @@ class _Stream:
         self.framer = framer
         self.include_usage = include_usage
         self.keepalive = keepalive
-        self.watcher: DisconnectWatch | None = None
+        self.watcher: ClientWatch | None = None
 
     def run(self, runtime: Gateway, run: AgentRunRequest) -> None:
         """The run's greenlet: the result, or how it ended, goes through the queue too."""
