@@ -12,12 +12,13 @@ from gevent.pywsgi import WSGIServer
 
 from . import create_app
 from .config import Settings, describe_startup
-from .server import DevHandler, dev_listener
+from .server import DevHandler, dev_listener, freeze_startup_heap
 
 
 def serve(settings: Settings, port: int | None = None) -> int:
     """Serve until interrupted; return the process exit code."""
     app = create_app(settings)
+    freeze_startup_heap()
     host, port = settings.gateway.host, port or settings.gateway.port
     try:
         listener = dev_listener(host, port)

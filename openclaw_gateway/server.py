@@ -9,6 +9,7 @@ this module.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import socket
 import struct
@@ -410,6 +411,18 @@ class GatewayWorker(GeventWebSocketWorker):
             server.close()
         self.drain.close_idle(include_new=True)
         self.alive = False
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, config, the app) out of every later collection.
+
+    A worker holds ~50 MB of long-lived objects; each full collection walked all of them, and
+    the allocations of a few hundred requests trigger one: ~60K instructions per request,
+    measured. ``gc.freeze`` moves them to a generation the collector never scans (what is
+    garbage at that point is collected first). Call once per process, after the app is built.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def dev_listener(host: str, port: int) -> socket.socket:
