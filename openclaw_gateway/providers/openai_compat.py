@@ -121,7 +121,7 @@ def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
         data = event.data
         if data == "[DONE]":
             return True
-        chunk = _json(data)
+        chunk = _event_json(data)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta")
             if delta:
@@ -157,6 +157,26 @@ def _json(data: str | bytes) -> dict[str, Any]:
         value = json.loads(data)
     except ValueError:
         raise UpstreamError("The model provider sent invalid JSON.") from None
+    return _checked(value)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _event_json(data: str) -> dict[str, Any]:
+    """An event's data: one JSON document, as a rule with nothing around it. ``raw_decode`` is
+    ``json.loads`` without its two whitespace scans and two Python frames; anything else (or a
+    parse error, for its message) goes through ``_json``."""
+    try:
+        value, end = _DECODER.raw_decode(data)
+    except ValueError:
+        return _json(data)
+    if end != len(data):
+        return _json(data)
+    return _checked(value)
+
+
+def _checked(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UpstreamError("The model provider sent invalid JSON.")
     if "error" in value and "choices" not in value:
