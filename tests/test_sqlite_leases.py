@@ -45,3 +45,19 @@ def test_transcript_loads_entries_in_order(store):
     store.append("agent:main:openai-user:d", "main", entries[10:])
     assert store.load("agent:main:openai-user:d") == entries
     assert store.load("agent:main:openai-user:none") == []
+
+
+def test_one_heartbeat_keeps_every_held_lease_then_stops(store):
+    from tests.conftest import wait_until
+
+    with store.lease("agent:main:openai-user:e", 1):
+        time.sleep(0.2)  # the beat is running for the first lease when the second is taken
+        with store.lease("agent:main:openai-user:f", 1):
+            time.sleep(1.0)  # over three TTLs for both
+            assert not store._take_lease("agent:main:openai-user:e", "someone-else")
+            assert not store._take_lease("agent:main:openai-user:f", "someone-else")
+    # Nothing held: the beat ends (and a later lease starts it again).
+    wait_until(lambda: store.heartbeat._thread is None, 2, "the heartbeat to stop")
+    with store.lease("agent:main:openai-user:e", 1):
+        time.sleep(0.5)
+        assert not store._take_lease("agent:main:openai-user:e", "someone-else")

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from ..agent.types import Message
 
+# Stored JSON kept per process as parsed messages: measured, those take up to about twice as
+# much memory (less for long texts), so about 8 MB per worker at most.
+DEFAULT_CACHE_SIZE = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class TranscriptCopy:

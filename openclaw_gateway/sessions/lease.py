@@ -4,6 +4,9 @@ A store supplies three atomic steps on its own medium (a SQLite row, a Redis key
 wait, how often to beat and when to give up live here once. A store may take the lease with a
 step of its own that also loads the transcript, and may release it in the write that appends
 the turn (``Lease.released``): one round trip each instead of two.
+
+One heartbeat per store extends every lease the process holds (``Heartbeat``): a thread per
+lease cost every stateful turn a thread start, two greenlet switches and a wake-up to stop it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _MAX_DELAY = 0.05
 
 class LeaseSteps(Protocol):
     lease_ttl: float
+    heartbeat: Heartbeat
 
     def _take_lease(self, session_key: str, owner: str) -> bool:
         """Take the lease if it is free or expired."""
@@ -75,21 +79,57 @@ def hold_lease(
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, _MAX_DELAY)
     lease = Lease(session_key, owner, taken)
-    stop = threading.Event()
-    # A thread, which gevent's patching turns into a greenlet: sessions/ stays free of gevent.
-    beat = threading.Thread(target=_heartbeat, args=(store, lease, stop), daemon=True)
-    beat.start()
+    store.heartbeat.hold(lease)
     try:
         yield lease
     finally:
-        stop.set()
+        store.heartbeat.drop(lease)
         if not lease.released:
             store._release_lease(session_key, owner)
 
 
-def _heartbeat(store: LeaseSteps, lease: Lease, stop: threading.Event) -> None:
-    while not stop.wait(store.lease_ttl / 3) and not lease.released:
-        if not store._extend_lease(lease.session_key, lease.owner):
-            if not lease.released:
-                log.warning("lease of %s was lost (expired before a heartbeat)", lease.session_key)
-            return
+class Heartbeat:
+    """Every ``lease_ttl / 3``, extend each lease of ``store`` that this process holds.
+
+    The first beat of a lease comes at most a third of its TTL after it was taken, as with a
+    beat of its own. The beat runs in a thread (a greenlet under gevent's patching: sessions/
+    stays free of gevent) that ends when no lease is held and starts again with the next one.
+    """
+
+    def __init__(self, store: LeaseSteps) -> None:
+        self._store = store
+        self._leases: dict[Lease, None] = {}  # an ordered set
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases[lease] = None
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name="lease-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.pop(lease, None)
+
+    def _beat(self) -> None:
+        store = self._store
+        while True:
+            time.sleep(store.lease_ttl / 3)
+            with self._lock:
+                leases = list(self._leases)
+                if not leases:
+                    self._thread = None
+                    return
+            for lease in leases:
+                if lease.released or lease not in self._leases:
+                    continue
+                if not store._extend_lease(lease.session_key, lease.owner):
+                    self.drop(lease)
+                    if not lease.released:
+                        log.warning(
+                            "lease of %s was lost (expired before a heartbeat)", lease.session_key
+                        )

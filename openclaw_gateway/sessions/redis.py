@@ -35,8 +35,8 @@ import redis
 
 from ..agent.errors import Unavailable
 from ..agent.types import Message, SessionInfo
-from .cache import TranscriptCache, TranscriptCopy
-from .lease import Lease, hold_lease
+from .cache import DEFAULT_CACHE_SIZE, TranscriptCache, TranscriptCopy
+from .lease import Heartbeat, Lease, hold_lease
 
 log = logging.getLogger("openclaw_gateway.sessions")
 
@@ -84,10 +84,6 @@ if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) == ARGV[5] then redis.call('DEL'
 return {length, redis.call('HGET', KEYS[2], 'transcriptId')}
 """
 
-# Stored JSON kept per process (cache.py) as parsed messages: measured, those take up to about
-# twice as much memory (less for long texts), so about 8 MB per worker at most.
-DEFAULT_CACHE_SIZE = 4 * 1024 * 1024
-
 
 def open_client(url: str) -> redis.Redis:
     """A client with bounded timeouts, so a dead server fails a request instead of hanging it."""
@@ -125,6 +121,7 @@ class RedisSessionStore:
         self.prefix = key_prefix
         self.client = open_client(url)
         self.cache = TranscriptCache(cache_size)
+        self.heartbeat = Heartbeat(self)
         self._release = self.client.register_script(_RELEASE)
         self._extend = self.client.register_script(_EXTEND)
         self._take_and_load_script = self.client.register_script(_TAKE_AND_LOAD)

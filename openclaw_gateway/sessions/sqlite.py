@@ -3,6 +3,11 @@
 Leases are rows (owner token + expiry) taken and released in short ``BEGIN IMMEDIATE``
 transactions and polled with backoff while waiting: no transaction is ever held across a run,
 since that would stall every session on the host and sqlite3 calls block the gevent hub.
+
+Each process keeps a copy of the transcripts it used last (``cache.py``), as the Redis store
+does: a session's ``transcript_id`` is set with its first entry and goes with the session when
+it is deleted, and a transcript only grows while its id lasts, so a copy whose id and last entry
+still match is the start of the stored transcript: a turn reads just the entries after it.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ..agent.types import Message, SessionInfo
-from .lease import hold_lease
+from .cache import DEFAULT_CACHE_SIZE, TranscriptCache, TranscriptCopy
+from .lease import Heartbeat, Lease, hold_lease
 
 log = logging.getLogger("openclaw_gateway.sessions")
 
@@ -27,7 +34,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     key TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
-    message_count INTEGER NOT NULL
+    message_count INTEGER NOT NULL,
+    transcript_id TEXT
 );
 CREATE TABLE IF NOT EXISTS entries (
     key TEXT NOT NULL,
@@ -55,6 +63,7 @@ def _set_up(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _add_transcript_ids(db)
             return
         except sqlite3.OperationalError as exc:
             # Workers opening the file at once: the WAL switch answers "locked" at once, without
@@ -65,12 +74,29 @@ def _set_up(db: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.1)
 
 
+def _add_transcript_ids(db: sqlite3.Connection) -> None:
+    """Files written before transcript ids get the column (their sessions get an id with their
+    next turn; until then no copy of them is trusted)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    if "transcript_id" in columns:
+        return
+    try:
+        db.execute("ALTER TABLE sessions ADD COLUMN transcript_id TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another worker added it first
+            raise
+
+
 class SqliteSessionStore:
     """The default store. One connection per process, used under a lock (calls are short)."""
 
-    def __init__(self, path: str, *, lease_ttl_seconds: float = 30.0) -> None:
+    def __init__(
+        self, path: str, *, lease_ttl_seconds: float = 30.0, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         self.path = path
         self.lease_ttl = lease_ttl_seconds
+        self.cache = TranscriptCache(cache_size)
+        self.heartbeat = Heartbeat(self)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pid = 0
@@ -153,38 +179,90 @@ class SqliteSessionStore:
 
     @contextmanager
     def turn(self, session_key: str, wait_seconds: float) -> Iterator[_SqliteTurn]:
-        with hold_lease(self, session_key, wait_seconds):
-            history = [Message.from_dict(entry) for entry in self.load(session_key)]
-            yield _SqliteTurn(self, session_key, history)
+        with hold_lease(self, session_key, wait_seconds) as lease:
+            yield _SqliteTurn(self, lease, self._load_copy(session_key))
+
+    def _load_copy(self, session_key: str) -> TranscriptCopy:
+        """The transcript under the held lease: this process's copy and what came after it."""
+        copy = self.cache.get(session_key)
+        if copy is not None:
+            # One statement, one snapshot: the id, our copy's last entry and what follows it.
+            rows = self._query(
+                "SELECT s.transcript_id, e.seq, e.data FROM sessions s"
+                " JOIN entries e ON e.key = s.key WHERE s.key = ? AND e.seq >= ? ORDER BY e.seq",
+                (session_key, len(copy.messages) - 1),
+            )
+            if (
+                rows
+                and rows[0][0] == copy.transcript_id
+                and rows[0][1] == len(copy.messages) - 1
+                and rows[0][2] == copy.last_text
+            ):
+                if len(rows) > 1:
+                    texts = [row[2] for row in rows[1:]]
+                    copy = _extended(copy, copy.transcript_id, texts)
+                    self.cache.put(session_key, copy)
+                return copy
+        rows = self._query(
+            "SELECT s.transcript_id, e.data FROM sessions s"
+            " JOIN entries e ON e.key = s.key WHERE s.key = ? ORDER BY e.seq",
+            (session_key,),
+        )
+        transcript_id = (rows[0][0] if rows else None) or ""
+        copy = _extended(_EMPTY, transcript_id, [row[1] for row in rows])
+        if transcript_id:
+            self.cache.put(session_key, copy)
+        else:
+            # Empty, or written before transcript ids: nothing to check a copy against.
+            self.cache.discard(session_key)
+        return copy
 
     # -- transcripts ----------------------------------------------------------------------
 
     def load(self, session_key: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT data FROM entries WHERE key = ? ORDER BY seq", (session_key,))
-        # One parse of the joined rows (each is a JSON object) instead of one per entry.
-        return json.loads("[" + ",".join([row[0] for row in rows]) + "]")  # type: ignore[no-any-return]
+        return _parse([row[0] for row in rows])
 
     def append(self, session_key: str, agent_id: str, entries: list[dict[str, Any]]) -> None:
-        if not entries:
-            return
+        self._append_entries(session_key, agent_id, entries)
+
+    def _append_entries(
+        self,
+        session_key: str,
+        agent_id: str,
+        entries: list[dict[str, Any]],
+        lease: Lease | None = None,
+    ) -> tuple[int, str, list[str]]:
+        """Append in one transaction, releasing ``lease`` in it; the seq of the first new entry,
+        the transcript id and the entries' texts."""
+        texts = [json.dumps(entry, separators=(",", ":")) for entry in entries]
+        if not texts:
+            return 0, "", texts
         with self._transaction() as db:
             row = db.execute(
-                "SELECT message_count FROM sessions WHERE key = ?", (session_key,)
+                "SELECT message_count, transcript_id FROM sessions WHERE key = ?", (session_key,)
             ).fetchone()
             start = row[0] if row else 0
+            transcript_id = (row[1] if row else None) or uuid.uuid4().hex
             db.executemany(
                 "INSERT INTO entries (key, seq, data) VALUES (?, ?, ?)",
-                [
-                    (session_key, start + i, json.dumps(entry, separators=(",", ":")))
-                    for i, entry in enumerate(entries)
-                ],
+                [(session_key, start + i, text) for i, text in enumerate(texts)],
             )
             db.execute(
-                "INSERT INTO sessions (key, agent_id, updated_at, message_count) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at,"
-                " message_count = excluded.message_count",
-                (session_key, agent_id, int(time.time() * 1000), start + len(entries)),
+                "INSERT INTO sessions (key, agent_id, updated_at, message_count, transcript_id)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " updated_at = excluded.updated_at, message_count = excluded.message_count,"
+                " transcript_id = excluded.transcript_id",
+                (session_key, agent_id, int(time.time() * 1000), start + len(texts), transcript_id),
             )
+            if lease is not None:
+                # Freed with the write if it is still ours (one commit fewer per turn).
+                db.execute(
+                    "DELETE FROM leases WHERE key = ? AND owner = ?", (session_key, lease.owner)
+                )
+        if lease is not None:
+            lease.released = True
+        return start, transcript_id, texts
 
     def list_sessions(self, limit: int = 1000) -> list[SessionInfo]:
         rows = self._query(
@@ -195,6 +273,7 @@ class SqliteSessionStore:
         return [SessionInfo(*row) for row in rows]
 
     def delete(self, session_key: str) -> bool:
+        self.cache.discard(session_key)
         with self._transaction() as db:
             db.execute("DELETE FROM entries WHERE key = ?", (session_key,))
             deleted = db.execute("DELETE FROM sessions WHERE key = ?", (session_key,)).rowcount
@@ -210,11 +289,51 @@ class SqliteSessionStore:
                 self._db = None
 
 
-class _SqliteTurn:
-    """A turn under a held lease: statements are local, so no step needs merging."""
+_EMPTY = TranscriptCopy("", (), "", 0)
 
-    def __init__(self, store: SqliteSessionStore, session_key: str, history: list[Message]) -> None:
-        self._store, self._session_key, self.history = store, session_key, history
+
+def _parse(texts: list[str]) -> list[dict[str, Any]]:
+    """Stored entries (each a JSON object) in one parse of the joined texts, not one each."""
+    return json.loads("[" + ",".join(texts) + "]") if texts else []  # type: ignore[no-any-return]
+
+
+def _extended(copy: TranscriptCopy, transcript_id: str, texts: list[str]) -> TranscriptCopy:
+    """``copy`` with the stored entries ``texts`` after it."""
+    if not texts:
+        return TranscriptCopy(transcript_id, copy.messages, copy.last_text, copy.size)
+    messages = tuple([Message.from_dict(entry) for entry in _parse(texts)])
+    return TranscriptCopy(
+        transcript_id,
+        copy.messages + messages,
+        texts[-1],
+        copy.size + sum(map(len, texts)) + len(texts),
+    )
+
+
+class _SqliteTurn:
+    """A turn under a held lease; its append also frees the lease, in the same transaction."""
+
+    def __init__(self, store: SqliteSessionStore, lease: Lease, loaded: TranscriptCopy) -> None:
+        self._store = store
+        self._lease = lease
+        self._loaded = loaded
+
+    @property
+    def history(self) -> tuple[Message, ...]:
+        return self._loaded.messages
 
     def append(self, agent_id: str, entries: list[dict[str, Any]]) -> None:
-        self._store.append(self._session_key, agent_id, entries)
+        store, loaded, session_key = self._store, self._loaded, self._lease.session_key
+        start, transcript_id, texts = store._append_entries(
+            session_key, agent_id, entries, self._lease
+        )
+        if not texts:
+            return
+        # The stored transcript is the loaded one plus ours if ours went in right after it,
+        # under the same id (or it was empty): keep that as the copy for the next turn.
+        if start == len(loaded.messages) and (
+            transcript_id == loaded.transcript_id or not loaded.messages
+        ):
+            store.cache.put(session_key, _extended(loaded, transcript_id, texts))
+        else:
+            store.cache.discard(session_key)
