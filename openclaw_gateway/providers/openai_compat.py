@@ -112,33 +112,41 @@ def _read_json(raw: bytes) -> Iterator[ProviderEvent]:
 def _read_sse(events: Iterator[Event]) -> Generator[ProviderEvent, None, bool]:
     """The events of a streamed completion; True once it ended with ``[DONE]`` or a finish.
 
-    One loop, no generator per chunk: most chunks carry one content delta and nothing else.
     A chunk of the wrong shape (a choice that is not an object, say) raises ``AttributeError``
     or ``TypeError``, which ``stream_post`` answers as the upstream's fault.
     """
     finished = False
     for event in events:
-        data = event.data
-        if data == "[DONE]":
+        if event.data == "[DONE]":
             return True
-        chunk = _event_json(data)
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta")
-            if delta:
-                text = delta.get("content")
-                if text:
-                    yield TextDelta(text)
-                calls = delta.get("tool_calls")
-                if calls:
-                    yield from _tool_call_deltas(calls)
-            reason = choice.get("finish_reason")
-            if reason:
+        # A list, not a generator per chunk, and nothing of the parsed chunk left in this frame
+        # while it waits for the next event (a held stream waits most of its life).
+        for item in _chunk_events(_event_json(event.data)):
+            if item.__class__ is Finish:
                 finished = True
-                yield Finish(reason)
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            yield _usage(usage)
+            yield item
     return finished
+
+
+def _chunk_events(chunk: dict[str, Any]) -> list[ProviderEvent]:
+    """One chunk's provider events; most chunks carry one content delta and nothing else."""
+    out: list[ProviderEvent] = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content")
+            if text:
+                out.append(TextDelta(text))
+            calls = delta.get("tool_calls")
+            if calls:
+                out += _tool_call_deltas(calls)
+        reason = choice.get("finish_reason")
+        if reason:
+            out.append(Finish(reason))
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        out.append(_usage(usage))
+    return out
 
 
 def _tool_call_deltas(calls: list[dict[str, Any]]) -> Iterator[ToolCallDelta]:

@@ -21,7 +21,7 @@ from ..http.context import EXTENSION_KEY, client_ip
 from ..http.errors import plain_response
 from ..http.hooks import public
 from ..runtime import Gateway
-from ..server import SOCKET_KEY, GatewayWebSocket
+from ..server import WATCH_KEY, GatewayWebSocket
 from .connection import Connection
 from .handshake import Challenge, connect, hello_ok
 from .methods import METHODS, Context, dispatch
@@ -146,7 +146,8 @@ def _websocket_view() -> Response | str:
         # Werkzeug saw upgrade headers the server did not act on.
         return plain_response(400, "Bad Request")
     hub: Hub = current_app.extensions[HUB_KEY]
-    hub.serve(ws, request.environ.get(SOCKET_KEY), client_ip())
+    client = request.environ.get(WATCH_KEY)
+    hub.serve(ws, client.socket if client is not None else None, client_ip())
     return ""
 
 
