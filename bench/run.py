@@ -194,7 +194,15 @@ def gateway_config(upstream_port: int, store: str = "sqlite") -> dict[str, Any]:
     }
 
 
-def start_gateway(upstream: Server, workers: int, store: str = "sqlite", tag: str = "") -> Server:
+def start_gateway(
+    upstream: Server,
+    workers: int,
+    store: str = "sqlite",
+    tag: str = "",
+    wrap: tuple[str, ...] = (),
+    timeout: float = 30.0,
+) -> Server:
+    """The gateway under gunicorn; ``wrap`` goes before its command (``valgrind ...``)."""
     name = f"gateway-w{workers}{tag}"
     state = TMP / name
     shutil.rmtree(state, ignore_errors=True)
@@ -209,17 +217,20 @@ def start_gateway(upstream: Server, workers: int, store: str = "sqlite", tag: st
         OPENCLAW_GATEWAY_PORT=str(port),
         WEB_CONCURRENCY=str(workers),
     )
-    argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *GUNICORN_ARGS]
-    server = Server(name, [*argv, "wsgi:application"], env, port).start()
-    server.wait_workers(workers)
+    argv = [*wrap, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *GUNICORN_ARGS]
+    server = Server(name, [*argv, "wsgi:application"], env, port).start(timeout)
+    server.wait_workers(workers, timeout)
     return server
 
 
-def start_passthrough(upstream: Server, workers: int) -> Server:
+def start_passthrough(
+    upstream: Server, workers: int, wrap: tuple[str, ...] = (), timeout: float = 30.0
+) -> Server:
     port = free_port()
     env = base_env()
     env["BENCH_UPSTREAM_URL"] = f"http://127.0.0.1:{upstream.port}{PATH}"
     argv = [
+        *wrap,
         sys.executable,
         "-m",
         "gunicorn",
@@ -233,8 +244,8 @@ def start_passthrough(upstream: Server, workers: int) -> Server:
         *GUNICORN_ARGS,
         "bench.passthrough:app",
     ]
-    server = Server(f"passthrough-w{workers}", argv, env, port).start()
-    server.wait_workers(workers)
+    server = Server(f"passthrough-w{workers}", argv, env, port).start(timeout)
+    server.wait_workers(workers, timeout)
     return server
 
 
