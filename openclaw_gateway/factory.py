@@ -10,6 +10,7 @@ from flask import Flask
 from .config import Settings, load_settings, settings_from_dict
 from .http import register_http
 from .http.context import EXTENSION_KEY
+from .http.urlmap import GatewayFlask
 from .runtime import Gateway
 from .server import DRAIN_HOOK
 from .ws.route import register_ws
@@ -25,7 +26,7 @@ def _settings(config: Settings | Mapping[str, Any] | str | None) -> Settings:
 
 def build_app(config: Settings | Mapping[str, Any] | str | None = None) -> Flask:
     settings = _settings(config)
-    app = Flask("openclaw_gateway")
+    app = GatewayFlask("openclaw_gateway")
     runtime = Gateway(settings)
     app.extensions[EXTENSION_KEY] = runtime
     register_http(app, settings.gateway.http.chat_completions.enabled)
