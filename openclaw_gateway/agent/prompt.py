@@ -86,7 +86,6 @@ def system_prompt(request: AgentRunRequest, workspace: WorkspacePrompts | None =
 class Conversation:
     upstream: list[Message]  # what the provider receives (after the system prompt)
     to_store: list[Message]  # what this turn adds to the transcript, before the reply
-    history: int = 0  # how many leading ``upstream`` messages are the stored transcript's
 
 
 def _limit_turns(messages: list[Message], max_turns: int) -> list[Message]:
@@ -122,5 +121,4 @@ def build_conversation(
     if not history:
         return Conversation(upstream=_limit_turns(client, max_turns), to_store=list(client))
     fresh = new_messages(client)
-    upstream = _limit_turns([*history, *fresh], max_turns)
-    return Conversation(upstream, to_store=fresh, history=max(0, len(upstream) - len(fresh)))
+    return Conversation(upstream=_limit_turns([*history, *fresh], max_turns), to_store=fresh)

@@ -336,7 +336,6 @@ def run_agent(
             tools=_upstream_tools(request, agent_tools),
             tool_choice=request.tool_choice,
             options=request.options,
-            history=conversation.history,
         )
         if run.listening:
             emit(AgentEvent("lifecycle", {"phase": "start", "startedAt": _now_ms()}))

@@ -217,9 +217,6 @@ class ProviderCall:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     options: dict[str, Any] = field(default_factory=dict)
-    # How many leading ``messages`` are the stored transcript's: the same objects turn after
-    # turn (the store keeps a copy per process), so a provider may keep their encoding.
-    history: int = 0
 
 
 @dataclass(frozen=True, slots=True)
