@@ -360,10 +360,15 @@ def section_load(load: Load, upstream: Server, concurrency: tuple[int, ...]) -> 
                 for c in concurrency:
                     # Alternate short rounds so that a burst from anything else on the machine
                     # hits both servers alike.
+                    # Which goes first alternates too: a round can find the machine warmer or
+                    # cooler (sockets in TIME_WAIT, caches) than the one before left it.
                     pt_rounds, gw_rounds = [], []
-                    for _ in range(ROUNDS):
-                        pt_rounds.append(load.run(passthrough.port, pt_body, None, c))
-                        gw_rounds.append(load.run(gateway.port, gw_body, TOKEN, c))
+                    for i in range(ROUNDS):
+                        for name in ("pt", "gw") if i % 2 == 0 else ("gw", "pt"):
+                            if name == "pt":
+                                pt_rounds.append(load.run(passthrough.port, pt_body, None, c))
+                            else:
+                                gw_rounds.append(load.run(gateway.port, gw_body, TOKEN, c))
                     pt, gw = combine(pt_rounds), combine(gw_rounds)
                     ratio = gw["rps"] / pt["rps"] if pt["rps"] else 0.0
                     row = {
