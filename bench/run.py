@@ -730,7 +730,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(
                 {
                     "target": f"gateway >= 80% of passthrough req/s, w={row['workers']} c={row['c']}",
-                    "measured": f"{row['ratio'] * 100:.0f}%",
+                    "measured": f"{row['ratio'] * 100:.1f}%",
                     "met": row["ratio"] >= 0.8,
                 }
             )
