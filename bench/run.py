@@ -362,13 +362,15 @@ def section_load(load: Load, upstream: Server, concurrency: tuple[int, ...]) -> 
                     # hits both servers alike.
                     # Which goes first alternates too: a round can find the machine warmer or
                     # cooler (sockets in TIME_WAIT, caches) than the one before left it.
-                    pt_rounds, gw_rounds = [], []
+                    pt_rounds: list[dict[str, Any]] = []
+                    gw_rounds: list[dict[str, Any]] = []
+                    servers = [
+                        (pt_rounds, passthrough.port, pt_body, None),
+                        (gw_rounds, gateway.port, gw_body, TOKEN),
+                    ]
                     for i in range(ROUNDS):
-                        for name in ("pt", "gw") if i % 2 == 0 else ("gw", "pt"):
-                            if name == "pt":
-                                pt_rounds.append(load.run(passthrough.port, pt_body, None, c))
-                            else:
-                                gw_rounds.append(load.run(gateway.port, gw_body, TOKEN, c))
+                        for rounds, port, payload, token in servers[:: 1 if i % 2 == 0 else -1]:
+                            rounds.append(load.run(port, payload, token, c))
                     pt, gw = combine(pt_rounds), combine(gw_rounds)
                     ratio = gw["rps"] / pt["rps"] if pt["rps"] else 0.0
                     row = {

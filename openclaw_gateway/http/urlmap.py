@@ -2,7 +2,7 @@
 
 Werkzeug's matcher builds a recursive closure per request, a reference cycle (a function, five
 cells, a tuple, a set) that only the cyclic garbage collector frees. Eight objects per request
-were all the gateway's cyclic garbage: they set off a young-generation collection every ~90
+were all the gateway's cyclic garbage: they set off a young-generation collection every ~60
 requests, and each one walks every young object of every request in flight (a few hundred per
 request), so the cost grew with concurrency (~20 us per request at 100 clients, measured with
 ``gc.callbacks`` under ``wrk``). A match is a function of the rules and its inputs, so the

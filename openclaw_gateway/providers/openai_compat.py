@@ -61,8 +61,8 @@ _json_string = json.encoder.encode_basestring
 
 def _message_json(m: Message) -> str:
     """One message as ``_encode_body(_openai_message(m))`` writes it. A plain text message
-    (most of any conversation) is written directly: building its dict and encoding it cost 5x
-    as much, ~190 us a call for a 100-turn conversation, measured."""
+    (most of any conversation) is written directly: building its dicts and encoding them took
+    145 us for a 100-turn conversation's body, against 68 us written so (timeit)."""
     if m.images or m.role == "tool" or (m.role == "assistant" and m.tool_calls):
         return _encode_body(_openai_message(m))
     return f'{{"role":{_json_string(m.role)},"content":{_json_string(m.text)}}}'
